@@ -1,0 +1,15 @@
+"""Errors a user can cause.
+
+Every such error carries a one-line message that says what is wrong and what to do about it;
+the command line prints it to stderr and exits with status 2 (no traceback).
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, arguments or environment (exit status 2)."""
+
+
+def gather(problems: list[str]) -> None:
+    """Raise one UserError naming every problem found while checking arguments."""
+    if problems:
+        raise UserError("; ".join(problems))
