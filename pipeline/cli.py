@@ -1,0 +1,54 @@
+"""The ``dexport`` command line: one sub-command module per job under ``pipeline.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipeline.errors import UserError
+
+# Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
+# ``func`` (a callable taking the parsed args and returning an exit status).
+COMMANDS = ("demo", "tokens", "inspect")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all sub-commands)."""
+    parser = argparse.ArgumentParser(
+        prog="dexport",
+        description="Export ML training data (Megatron/GPT-NeoX token datasets, curated corpora) on Dask.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for errors the user can fix)."""
+    logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"dexport: error: permission denied ({_one_line(exc)}); check credentials or --storage-options", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"dexport: error: not found ({_one_line(exc)}); check the path", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dexport: interrupted; re-run with --resume to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

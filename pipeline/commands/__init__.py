@@ -1,0 +1,1 @@
+"""Sub-commands of the ``dexport`` command line (one module each)."""

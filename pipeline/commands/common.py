@@ -1,0 +1,49 @@
+"""Arguments shared by several sub-commands, and turning them into runtime objects."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline.storage import parse_storage_options
+
+
+def add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler | --scheduler-file | --workers`` and ``--backend``."""
+    group = parser.add_argument_group("cluster")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:8786)")
+    where.add_argument("--scheduler-file", metavar="F", help="scheduler file of an existing Dask cluster")
+    where.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded local cluster (default: one per core)")
+    group.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="compute backend (default cpu)")
+
+
+def add_output_args(parser: argparse.ArgumentParser, *, chunk_size: int) -> None:
+    """``--chunk-size``, ``--overwrite | --resume`` and ``--storage-options``."""
+    group = parser.add_argument_group("output")
+    group.add_argument("--chunk-size", type=int, default=chunk_size, metavar="N", help=f"records per task and part file (default {chunk_size})")
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted run, skipping completed parts")
+    group.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:8333\"}}'")
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed ``--storage-options``."""
+    return parse_storage_options(getattr(args, "storage_options", None))
+
+
+@contextlib.contextmanager
+def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client as the cluster arguments ask (embedded local cluster by default)."""
+    from cluster.client import get_client
+
+    with get_client(
+        scheduler=getattr(args, "scheduler", None),
+        scheduler_file=getattr(args, "scheduler_file", None),
+        workers=getattr(args, "workers", None),
+        backend=getattr(args, "backend", "cpu"),
+    ) as client:
+        yield client
