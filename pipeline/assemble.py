@@ -9,6 +9,7 @@ streamed through this process instead (they are small by definition).
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import fsspec
@@ -35,3 +36,64 @@ def concatenate(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) 
         for path in sources:
             with fs.open(path, "rb") as src:
                 shutil.copyfileobj(src, out, COPY_BUFFER)
+
+
+def join_parquet(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) -> None:
+    """One Parquet file from parts, copied row group by row group (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    with atomic_open(fs, target, "wb") as out:
+        try:
+            for path in sources:
+                with fs.open(path, "rb") as src:
+                    reader = pq.ParquetFile(src)
+                    for i in range(reader.num_row_groups):
+                        table = reader.read_row_group(i)
+                        if writer is None:
+                            writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+                        writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def join_npz(fs: fsspec.AbstractFileSystem, sources: list[str], target: str, offset_keys: tuple[str, ...] = ("offsets", "text_offsets")) -> None:
+    """One NPZ from parts: arrays concatenated along axis 0, one part in memory at a time.
+
+    ``offset_keys`` hold ``n+1`` offsets per part; they are rebased and joined. A 0-d array
+    (such as ``metadata``) is taken from the first part.
+    """
+    import zipfile
+
+    import numpy as np
+
+    def load(path: str):
+        with fs.open(path, "rb") as src:
+            return dict(np.load(io.BytesIO(src.read()), allow_pickle=False))
+
+    first = load(sources[0])
+    shapes = {k: list(v.shape) for k, v in first.items()}
+    for path in sources[1:]:
+        arrays = load(path)
+        for k, v in arrays.items():
+            if v.ndim:
+                shapes[k][0] += v.shape[0] - (1 if k in offset_keys else 0)
+    with atomic_open(fs, target, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in first.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                if arr.ndim == 0:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+                    continue
+                header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": tuple(shapes[key])}
+                np.lib.format.write_array_header_2_0(member, header)
+                base = 0
+                for idx, path in enumerate(sources):
+                    part = arr if idx == 0 else load(path)[key]
+                    if key in offset_keys:
+                        chunk = (part if idx == 0 else part[1:]) + base
+                        base += int(part[-1])
+                        member.write(np.ascontiguousarray(chunk).tobytes())
+                    else:
+                        member.write(np.ascontiguousarray(part).tobytes())

@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 
 # Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
 # ``func`` (a callable taking the parsed args and returning an exit status).
-COMMANDS = ("demo", "tokens", "inspect")
+COMMANDS = ("tokens", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,12 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for errors the user can fix)."""
     logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
+    # distributed logs every worker start and stop at INFO; a user wants the summary only.
+    import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "dask", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -103,39 +103,62 @@ class SampleOrder:
         raise UserError("the sample index is corrupt: samples point past the end of doc_idx; rebuild the index")
 
     # -- windows --------------------------------------------------------------------------
-    def windows(self, dataset: IndexedDataset, ids: np.ndarray) -> np.ndarray:
-        """Token windows of samples ``ids`` as an int64 array ``[len(ids), window_len]``."""
+    def plan_windows(self, token_starts: np.ndarray, sizes: np.ndarray, ids: np.ndarray) -> WindowPlan:
+        """The token ranges that make up the windows of samples ``ids`` (no token is read).
+
+        The plan is small (a few integers per sample and document) and is what a worker needs
+        to gather a chunk: the sample index itself never leaves the process that loaded it.
+        """
         ids = self._token_ids(np.asarray(ids, np.int64))
         det = self.doc_details(ids)
         f, l_pos = det["doc_index_f"], det["doc_index_l"]
         n, width = len(ids), self.window_len
-        out = np.full((n, width), self.pad_token, np.int64)
-        if n == 0:
-            return out
         # One segment per (sample, document position) pair.
         counts = l_pos - f + 1
         seg_off = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=seg_off[1:])
         n_seg = int(seg_off[-1])
-        seg_sample = np.repeat(np.arange(n), counts)
         seg_pos = np.repeat(f - seg_off[:-1], counts) + np.arange(n_seg)
         is_first = np.zeros(n_seg, bool)
-        is_first[seg_off[:-1]] = True
+        is_first[seg_off[:-1][counts > 0]] = True
         is_last = np.zeros(n_seg, bool)
-        is_last[seg_off[1:] - 1] = True
+        is_last[seg_off[1:][counts > 0] - 1] = True
         rows = self.doc_idx[seg_pos].astype(np.int64)
-        doc_len = dataset.sizes[rows].astype(np.int64)
+        doc_len = sizes[rows].astype(np.int64)
         begin = np.where(is_first, np.repeat(det["offset_f"], counts), 0)
         end = np.where(is_last, np.repeat(det["offset_l"] + self.extra_tokens, counts), doc_len)
         length = np.clip(np.minimum(end, doc_len) - begin, 0, None)
         # Cut each sample at ``width`` tokens before reading anything.
         before = np.cumsum(length) - length
-        before -= np.repeat(before[seg_off[:-1]], counts)
+        before -= np.repeat(before[seg_off[:-1]] if n_seg else np.zeros(n, np.int64), counts)
         length = np.clip(np.minimum(length, width - before), 0, None)
-        tokens = dataset.read(dataset.token_starts[rows] + begin, length)
-        token_sample = np.repeat(seg_sample, length)
-        sample_total = np.bincount(seg_sample, weights=length, minlength=n).astype(np.int64)
+        return WindowPlan(token_starts[rows] + begin, length, counts, width, self.pad_token)
+
+    def windows(self, dataset: IndexedDataset, ids: np.ndarray) -> np.ndarray:
+        """Token windows of samples ``ids`` as an int64 array ``[len(ids), window_len]``."""
+        return self.plan_windows(dataset.token_starts, dataset.sizes, ids).gather(dataset)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Token ranges (``starts``/``lengths``, grouped ``counts`` per sample) of a chunk of windows."""
+
+    starts: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+    width: int
+    pad_token: int
+
+    def gather(self, dataset: IndexedDataset) -> np.ndarray:
+        """Read the windows: ``[n, width]`` int64, padded with ``pad_token``."""
+        n = len(self.counts)
+        out = np.full((n, self.width), self.pad_token, np.int64)
+        if n == 0:
+            return out
+        tokens = dataset.read(self.starts, self.lengths)
+        seg_sample = np.repeat(np.arange(n), self.counts)
+        sample_total = np.bincount(seg_sample, weights=self.lengths, minlength=n).astype(np.int64)
         sample_start = np.cumsum(sample_total) - sample_total
         column = np.arange(len(tokens)) - np.repeat(sample_start, sample_total)
-        out[token_sample, column] = tokens
+        out[np.repeat(np.arange(n), sample_total), column] = tokens
         return out

@@ -1,0 +1,88 @@
+"""``dexport inspect``: facts about a token dataset and one sample, batch or document."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from pipeline.commands.common import storage_options
+from pipeline.commands.tokens import add_training_run_args, training_run
+from pipeline.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``dexport inspect``."""
+    p = sub.add_parser("inspect", help="print a dataset's facts and one sample, batch or document", description="Print documents, tokens, dtype (and with the training run: epochs, samples, batches) and optionally one sample, batch or document.")
+    p.add_argument("prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://")
+    add_training_run_args(p)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--sequence", type=int, metavar="I", help="show sample I (training order)")
+    what.add_argument("--batch", type=int, metavar="B", help="show global batch B (needs --batch-size)")
+    what.add_argument("--document", type=int, metavar="D", help="show corpus document D")
+    p.add_argument("--tokenizer", metavar="PATH", help="show text through this local Hugging Face tokenizer")
+    p.add_argument("--skip-special-tokens", action="store_true")
+    p.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the facts, then the chosen records."""
+    from pipeline.indexed_dataset import IndexedDataset
+    from pipeline.token_source import open_sample_order
+
+    dataset = IndexedDataset(args.prefix, storage_options(args))
+    facts = {
+        "dataset": args.prefix,
+        "dtype": str(dataset.dtype),
+        "documents": f"{len(dataset):,}",
+        "tokens": f"{dataset.num_tokens:,}",
+    }
+    run_ = training_run(args)
+    order = None
+    if run_ is not None:
+        order = open_sample_order(dataset, run_)
+        used = np.unique(np.asarray(order.doc_idx))
+        facts["convention"] = run_.convention
+        facts["split"] = f"{run_.split} ({len(used):,} documents)"
+        facts["epochs"] = str(int(-(-len(order.doc_idx) // max(len(used), 1))))
+        facts["samples"] = f"{len(order):,} of {order.window_len} tokens"
+        if run_.batch_size:
+            facts["batches"] = f"{len(order) // run_.batch_size:,} of {run_.batch_size}"
+    width = max(map(len, facts))
+    for key, value in facts.items():
+        print(f"{key:<{width}}  {value}")
+    detok = None
+    if args.tokenizer:
+        from gpu.detok import Detokenizer
+
+        detok = Detokenizer.from_pretrained(args.tokenizer, skip_special_tokens=args.skip_special_tokens)
+    if args.document is not None:
+        if not 0 <= args.document < len(dataset):
+            raise UserError(f"document {args.document} is out of range (0..{len(dataset) - 1})")
+        _show(f"document {args.document}", dataset.sequence(args.document), detok)
+    elif args.sequence is not None or args.batch is not None:
+        if order is None:
+            raise UserError("--sequence and --batch need the training run: pass --seq-len, --seed and --num-samples or --train-iters/--batch-size")
+        if args.batch is not None:
+            if not run_.batch_size:
+                raise UserError("--batch needs --batch-size B")
+            ids = np.arange(args.batch * run_.batch_size, (args.batch + 1) * run_.batch_size)
+        else:
+            ids = np.array([args.sequence])
+        ids = order.check_ids(ids)
+        windows = order.windows(dataset, ids)
+        details = order.doc_details(ids)
+        for row, sample_id in enumerate(ids.tolist()):
+            where = ", ".join(f"{k}={int(details[k][row])}" for k in details)
+            _show(f"sample {sample_id} ({where})", windows[row], detok)
+    return 0
+
+
+def _show(title: str, tokens: np.ndarray, detok) -> None:
+    print(f"\n== {title}: {len(tokens)} tokens")
+    if detok is None:
+        print(np.asarray(tokens).tolist())
+    else:
+        offsets = np.array([0, len(tokens)], np.int64)
+        print(detok.decode(np.asarray(tokens), offsets)[0])

@@ -1,0 +1,129 @@
+"""``dexport tokens``: export token windows (training order) or documents."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.commands.common import (
+    add_cluster_args,
+    add_output_args,
+    client_from_args,
+    storage_options,
+)
+from pipeline.selection import parse_cli_selection
+from pipeline.token_source import TrainingRun
+
+SELECTIONS = ("all", "sequences", "sequence_range", "batches", "batch_range", "documents")
+
+
+def add_training_run_args(parser: argparse.ArgumentParser) -> None:
+    """Flags that fix the training run's sample order (shared with ``inspect``)."""
+    group = parser.add_argument_group("training run (sample order)")
+    group.add_argument("--seq-len", type=int, help="training sequence length L")
+    group.add_argument("--seed", type=int, help="training data seed")
+    group.add_argument("--train-iters", type=int, help="training iterations (with --batch-size)")
+    group.add_argument("--batch-size", type=int, help="global batch size B")
+    group.add_argument("--num-samples", type=int, help="samples of the split (instead of --train-iters)")
+    group.add_argument("--convention", choices=("neox", "megatron"), default="neox", help="GPT-NeoX/TokenSmith (default) or megatron-core")
+    group.add_argument("--index", metavar="PATH", help="where the run cached its index files (default: next to the dataset)")
+    group.add_argument("--splits", default="969,30,1", help="train/valid/test weights (default 969,30,1)")
+    group.add_argument("--split", default="train", choices=("train", "valid", "test"))
+    group.add_argument("--packing", default="packed", choices=("packed", "pack_until_overflow", "unpacked"), help="GPT-NeoX packing (default packed)")
+    group.add_argument("--no-extra-token", action="store_true", help="megatron-core runs without add_extra_token_to_sequence")
+
+
+def training_run(args: argparse.Namespace) -> TrainingRun | None:
+    """The TrainingRun the flags describe (None when no --seq-len was given)."""
+    if args.seq_len is None and args.seed is None:
+        return None
+    return TrainingRun(
+        seq_len=args.seq_len,
+        seed=args.seed if args.seed is not None else 0,
+        convention=args.convention,
+        num_samples=args.num_samples,
+        train_iters=args.train_iters,
+        batch_size=args.batch_size,
+        splits=args.splits,
+        split=args.split,
+        packing=args.packing,
+        extra_token=not args.no_extra_token,
+        index_prefix=args.index,
+        storage_options=storage_options(args),
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``dexport tokens``."""
+    p = sub.add_parser("tokens", help="export token windows or documents (JSONL/CSV/NPZ/Parquet)", description="Export what a model saw: samples in training order, batches, ranges, everything, or corpus documents.")
+    p.add_argument("prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://")
+    add_training_run_args(p)
+    sel = p.add_argument_group("selection (one of)").add_mutually_exclusive_group(required=True)
+    sel.add_argument("--all", action="store_true", help="every sample of the split")
+    sel.add_argument("--sequences", metavar="3,5,7", help="samples by id (training order)")
+    sel.add_argument("--sequence-range", metavar="A:B", help="samples A..B-1")
+    sel.add_argument("--batches", metavar="0,1", help="global batches by id (needs --batch-size)")
+    sel.add_argument("--batch-range", metavar="A:B", help="batches A..B-1")
+    sel.add_argument("--documents", metavar="A:B", help="whole corpus documents A..B-1 (no training order needed)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--flatten-batches", dest="nested", action="store_false", help="one record per sequence (default)")
+    shape.add_argument("--nested", dest="nested", action="store_true", help="one record per batch: {batch_id, sequences}")
+    content = p.add_mutually_exclusive_group()
+    content.add_argument("--tokens", dest="content", action="store_const", const="tokens", help="raw token ids (default)")
+    content.add_argument("--text", dest="content", action="store_const", const="text", help="text, exactly as tokenizer.decode")
+    p.add_argument("--tokenizer", metavar="PATH", help="local Hugging Face tokenizer folder (for --text)")
+    p.add_argument("--skip-special-tokens", action="store_true", help="decode with skip_special_tokens=True")
+    p.add_argument("--doc-details", action="store_true", help="add doc_index_f/l and offset_f/l")
+    p.add_argument("--format", choices=("jsonl", "csv", "npz", "parquet"), help="output format (default jsonl, or from --out FILE)")
+    p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory (part files + _manifest.json) or one file (x.jsonl, x.csv.gz, …)")
+    p.add_argument("--compression", choices=("gzip", "zstd"), help="compress JSONL/CSV parts")
+    add_output_args(p, chunk_size=1000)
+    add_cluster_args(p)
+    p.set_defaults(func=run, content="tokens", nested=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the export and print its summary."""
+    from pipeline.jobs.tokens import TokenExport, run_token_export
+
+    kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
+    kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
+    spec = TokenExport(
+        prefix=args.prefix,
+        out=args.out,
+        selection_kind=kind,
+        selection_value=value,
+        run=training_run(args),
+        content=args.content,
+        tokenizer=args.tokenizer,
+        skip_special_tokens=args.skip_special_tokens,
+        doc_details=args.doc_details,
+        nested=args.nested,
+        format=args.format,
+        compression=args.compression,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        storage_options=storage_options(args),
+    )
+    spec.check()  # before a cluster is started
+    with client_from_args(args) as client:
+        summary = run_token_export(spec, client)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    """A short table on stderr (stdout stays free for data)."""
+    rows = [
+        ("records", f"{summary['records']:,}"),
+        ("tokens", f"{summary['tokens']:,}"),
+        ("files", f"{summary['files']:,}"),
+        ("bytes", f"{summary['bytes']:,}"),
+        ("seconds", f"{summary['seconds']:.2f}"),
+        ("tokens/s", f"{summary['tokens_per_s']:,}"),
+        ("output", summary["out"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Jobs: each wires stages into a Dask graph and finalizes its output."""

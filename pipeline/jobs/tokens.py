@@ -1,0 +1,343 @@
+"""Token export: selection → chunks → (gather windows → detokenize → encode) per task → parts.
+
+The driver loads the sample index, checks the selection and turns each chunk into a small
+window plan (token ranges); a worker task gathers the tokens with one vectorized read,
+detokenizes them, writes its part file atomically and returns what it wrote. The driver keeps
+a bounded number of tasks in flight, so memory is bounded by the chunk size on both sides, and
+part ``k`` always holds chunk ``k`` whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import token_records as tr
+from pipeline.assemble import concatenate, join_npz, join_parquet
+from pipeline.compression import compressed, compression_from_name, suffix
+from pipeline.errors import UserError
+from pipeline.indexed_dataset import IndexedDataset
+from pipeline.output import PROGRESS, OutputDir, PartRecord, write_part
+from pipeline.selection import Chunk, Selection, make_selection
+from pipeline.storage import join, resolve
+from pipeline.token_source import TrainingRun, open_sample_order
+
+WRITERS = {"jsonl": tr.write_jsonl, "csv": tr.write_csv, "parquet": tr.write_parquet}
+FILE_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".npz": "npz", ".parquet": "parquet"}
+
+
+@dataclass
+class TokenExport:
+    """Everything a token export needs; ``check`` validates it before anything is written."""
+
+    prefix: str
+    out: str
+    selection_kind: str
+    selection_value: Any = None
+    run: TrainingRun | None = None  # None for --documents (no training order needed)
+    content: str = "tokens"  # "tokens" or "text"
+    tokenizer: Any = None  # a local path (or a loaded Hugging Face tokenizer, API only)
+    skip_special_tokens: bool = False
+    doc_details: bool = False
+    nested: bool = False
+    format: str | None = None  # inferred from ``out`` when it names a file
+    compression: str | None = None
+    chunk_size: int = 1000
+    overwrite: bool = False
+    resume: bool = False
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def single_file(self) -> str | None:
+        """The format when ``out`` names one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
+        name = self.out.rstrip("/").rsplit("/", 1)[-1]
+        base = name.removesuffix(".gz").removesuffix(".zst")
+        for ext, fmt in FILE_SUFFIXES.items():
+            if base.endswith(ext):
+                return fmt
+        return None
+
+    def check(self) -> None:
+        """Validate the arguments together; one UserError lists every problem."""
+        problems = []
+        file_fmt = self.single_file()
+        if file_fmt:
+            if self.format and self.format != file_fmt:
+                problems.append(f"--format {self.format} disagrees with the output file name {self.out!r}")
+            self.format = file_fmt
+            self.compression = self.compression or compression_from_name(self.out)
+        self.format = self.format or "jsonl"
+        if self.format not in tr.FORMATS:
+            problems.append(f"unknown format {self.format!r} (use {', '.join(tr.FORMATS)})")
+        if self.compression and self.format not in ("jsonl", "csv"):
+            problems.append(f"--compression applies to jsonl and csv, not {self.format}")
+        if self.compression not in (None, "gzip", "zstd"):
+            problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
+        if self.content not in ("tokens", "text"):
+            problems.append("content must be 'tokens' or 'text'")
+        if self.content == "text" and self.tokenizer is None:
+            problems.append("--text needs --tokenizer PATH (a local Hugging Face tokenizer folder)")
+        if self.nested and self.format not in tr.NESTABLE:
+            problems.append(f"--nested needs jsonl or parquet ({self.format} rows are flat and carry batch_id)")
+        if self.chunk_size <= 0:
+            problems.append("--chunk-size must be positive")
+        if self.selection_kind != "documents" and self.run is None:
+            problems.append("a training-order selection needs --seq-len and --seed")
+        if problems:
+            raise UserError("; ".join(problems))
+        if self.run is not None and self.selection_kind != "documents":
+            self.run.check()
+
+    def params(self, selection: Selection) -> dict[str, Any]:
+        """Parameters recorded in the manifest (and compared on --resume)."""
+        return {
+            "prefix": self.prefix,
+            "selection": self.selection_kind,
+            "selection_value": None if self.selection_value is None else np.asarray(self.selection_value).tolist(),
+            "records": len(selection),
+            "run": self.run.as_params() if self.run else None,
+            "content": self.content,
+            "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) or self.tokenizer is None else getattr(self.tokenizer, "name_or_path", "object"),
+            "skip_special_tokens": self.skip_special_tokens,
+            "doc_details": self.doc_details,
+            "nested": self.nested,
+            "format": self.format,
+            "compression": self.compression,
+            "chunk_size": self.chunk_size,
+        }
+
+
+# -- worker side ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _dataset(prefix: str, options_json: str) -> IndexedDataset:
+    return IndexedDataset(prefix, json.loads(options_json))
+
+
+@functools.lru_cache(maxsize=4)
+def _detokenizer(tokenizer: Any, skip_special_tokens: bool):
+    from gpu.detok import Detokenizer
+
+    if isinstance(tokenizer, str):
+        return Detokenizer.from_pretrained(tokenizer, skip_special_tokens=skip_special_tokens)
+    return Detokenizer.from_tokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """What a worker needs for one part: no sample index, only token ranges."""
+
+    part: int
+    relative: str
+    prefix: str
+    options_json: str
+    ids: np.ndarray
+    batch_ids: np.ndarray | None
+    starts: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray | None  # segments per window (None: one segment per document)
+    width: int | None
+    pad_token: int
+    details: dict[str, np.ndarray] | None
+    header: bool
+
+
+def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str, metadata: dict) -> PartRecord:
+    """Gather, convert and write one chunk (runs on a worker)."""
+    dataset = _dataset(task.prefix, task.options_json)
+    n = len(task.ids)
+    if task.width is not None:
+        from pipeline.sample_order import WindowPlan
+
+        windows = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token).gather(dataset)
+        flat = windows.reshape(-1)
+        offsets = np.arange(n + 1, dtype=np.int64) * task.width
+    else:
+        flat = dataset.read(task.starts, task.lengths)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(task.lengths, out=offsets[1:])
+    narrow = np.int32 if dataset.dtype.itemsize <= 4 and dataset.dtype != np.uint32 else np.int64
+    flat = flat.astype(narrow, copy=False)
+    text = text_offsets = None
+    if spec.content == "text":
+        text, text_offsets = _detokenizer(spec.tokenizer, spec.skip_special_tokens).decode_to_bytes(flat, offsets)
+    records = tr.TokenRecords(
+        index=task.ids,
+        batch_id=task.batch_ids,
+        tokens=None if text is not None else flat,
+        token_offsets=None if text is not None else offsets,
+        width=task.width,
+        text=text,
+        text_offsets=text_offsets,
+        details=task.details,
+        nested=spec.nested,
+    )
+
+    def write(handle) -> tuple[int, dict]:
+        if spec.format == "npz":
+            tr.write_npz_arrays(handle, tr.npz_arrays(records, metadata))
+        else:
+            with compressed(handle, spec.compression) as stream:
+                WRITERS[spec.format](stream, records, header=task.header)
+        rows = len(tr._batch_groups(task.batch_ids)) if spec.nested and n else n
+        return rows, {"tokens": int(len(flat)), "records": n}
+
+    return write_part(out_fs, out_base, task.relative, write)
+
+
+# -- driver side ---------------------------------------------------------------------------
+class _Planner:
+    """Turns chunks into worker tasks (window plans or document ranges)."""
+
+    def __init__(self, spec: TokenExport, dataset: IndexedDataset, order, ext: str, single: bool) -> None:
+        self.spec, self.dataset, self.order, self.ext, self.single = spec, dataset, order, ext, single
+        self.options_json = json.dumps(spec.storage_options, sort_keys=True)
+
+    def relative(self, part: int) -> str:
+        return f"part-{part:05d}{self.ext}"
+
+    def task(self, chunk: Chunk) -> ChunkTask:
+        details = None
+        if self.order is not None:
+            plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, chunk.ids)
+            starts, lengths, counts, width, pad = plan.starts, plan.lengths, plan.counts, plan.width, plan.pad_token
+            if self.spec.doc_details:
+                details = self.order.doc_details(chunk.ids)
+        else:
+            starts = self.dataset.token_starts[chunk.ids]
+            lengths = self.dataset.sizes[chunk.ids].astype(np.int64)
+            counts, width, pad = None, None, 0
+        header = not self.single or chunk.part == 0
+        return ChunkTask(chunk.part, self.relative(chunk.part), self.spec.prefix, self.options_json, chunk.ids, chunk.batch_ids, starts, lengths, counts, width, pad, details, header)
+
+
+def run_token_export(spec: TokenExport, client: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Run a token export on ``client``; returns the summary (rows, bytes, files, tokens/s)."""
+    t0 = time.perf_counter()
+    spec.check()
+    if spec.content == "text":
+        _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
+    dataset = IndexedDataset(spec.prefix, spec.storage_options)
+    order = None
+    if spec.selection_kind != "documents":
+        order = open_sample_order(dataset, spec.run)
+    batch_size = spec.run.batch_size if spec.run else None
+    selection = make_selection(
+        spec.selection_kind,
+        spec.selection_value,
+        num_samples=len(order) if order is not None else 0,
+        num_documents=len(dataset),
+        batch_size=batch_size,
+    )
+    if spec.nested and not selection.has_batches:
+        raise UserError("--nested applies to batch selections (--batches, --batch-range)")
+    single = spec.single_file() is not None
+    ext = f".{spec.format}{suffix(spec.compression)}"
+    out_url = spec.out.rstrip("/")
+    staging = f"{out_url}{'.dexport-parts' if single else ''}"
+    if single:
+        _check_single_target(spec, out_url)
+    params = spec.params(selection)
+    output = OutputDir(staging, spec.storage_options)
+    done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    planner = _Planner(spec, dataset, order, ext, single)
+    metadata = {"tool": "dexport", **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")}, "run": params["run"]}
+    fresh = not done
+    try:
+        records = _run_tasks(client, spec, selection, planner, output, done, metadata, progress)
+        totals = {
+            "records": sum(r.extra["records"] for r in records),
+            "rows": sum(r.rows for r in records),
+            "tokens": sum(r.extra["tokens"] for r in records),
+            "bytes": sum(r.bytes for r in records),
+        }
+        if single:
+            _assemble_single(spec, output, records, out_url)
+            files = [out_url]
+        else:
+            output.finalize(params, "tokens", records, totals)
+            files = [join(out_url, r.path) for r in records]
+    except BaseException:
+        if fresh and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            _remove(output)
+        raise
+    seconds = time.perf_counter() - t0
+    return {**totals, "files": len(files), "out": out_url, "seconds": round(seconds, 3), "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0}
+
+
+def _check_single_target(spec: TokenExport, out_url: str) -> None:
+    fs, path = resolve(out_url, spec.storage_options)
+    if fs.exists(path) and not (spec.overwrite or spec.resume):
+        raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
+
+
+def _run_tasks(client, spec, selection, planner, output, done, metadata, progress) -> list[PartRecord]:
+    from distributed import as_completed
+
+    n_parts = -(-len(selection) // max(1, _chunk_step(selection, spec.chunk_size))) if len(selection) else 0
+    slots = max(2, 2 * sum(client.nthreads().values()))
+    results: dict[int, PartRecord] = {}
+    bar = _progress_bar(n_parts, progress)
+    chunks = iter(selection.chunks(spec.chunk_size))
+    pending = as_completed(loop=client.loop)
+
+    def submit_next() -> bool:
+        for chunk in chunks:
+            rel = planner.relative(chunk.part)
+            if rel in done:
+                results[chunk.part] = done[rel]
+                bar.update(1)
+                continue
+            task = planner.task(chunk)
+            pending.add(client.submit(export_chunk, task, spec, output.fs, output.path, metadata, key=f"dexport-tokens-{id(planner)}-{chunk.part}", pure=False))
+            return True
+        return False
+
+    for _ in range(slots):
+        if not submit_next():
+            break
+    for future in pending:
+        record = future.result()
+        results[int(record.path.split("-")[1].split(".")[0])] = record
+        bar.update(1)
+        submit_next()
+    bar.close()
+    return [results[k] for k in sorted(results)]
+
+
+def _chunk_step(selection: Selection, chunk_size: int) -> int:
+    if selection.has_batches:
+        return max(1, chunk_size // selection.batch_size) * selection.batch_size
+    return chunk_size
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="part", desc="dexport tokens", disable=not (enabled and sys.stderr.isatty()), file=sys.stderr)
+
+
+def _assemble_single(spec: TokenExport, output: OutputDir, records: list[PartRecord], out_url: str) -> None:
+    fs, target = resolve(out_url, spec.storage_options)
+    sources = [output.file(r.path) for r in records]
+    if not sources:
+        raise UserError("the selection is empty; nothing to write")
+    if spec.format == "npz":
+        join_npz(fs, sources, target)
+    elif spec.format == "parquet":
+        join_parquet(fs, sources, target)
+    else:
+        concatenate(fs, sources, target)
+    _remove(output)
+
+
+def _remove(output: OutputDir) -> None:
+    if output.fs.exists(output.path):
+        output.fs.rm(output.path, recursive=True)
+
+
+__all__ = ["TokenExport", "run_token_export", "PROGRESS"]
