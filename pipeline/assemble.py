@@ -40,10 +40,12 @@ def concatenate(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) 
 
 def join_parquet(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) -> None:
     """One Parquet file from parts, copied row group by row group (bounded memory)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
-    with atomic_open(fs, target, "wb") as out:
+    with atomic_open(fs, target, "wb") as handle:
+        out = pa.PythonFile(handle, mode="w")
         try:
             for path in sources:
                 with fs.open(path, "rb") as src:

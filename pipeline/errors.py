@@ -5,8 +5,11 @@ the command line prints it to stderr and exits with status 2 (no traceback).
 """
 
 
-class UserError(Exception):
-    """A problem with the user's input, arguments or environment (exit status 2)."""
+class UserError(ValueError):
+    """A problem with the user's input, arguments or environment (exit status 2).
+
+    A ValueError, so code written against TokenSmith (which raises ValueError) keeps working.
+    """
 
 
 def gather(problems: list[str]) -> None:

@@ -162,7 +162,7 @@ def write_npz_arrays(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, np.require(arr, requirements="C"), allow_pickle=False)
 
 
 # -- Parquet -------------------------------------------------------------------------------
@@ -199,4 +199,6 @@ def _arrow_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
 def write_parquet(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> None:
     """One Parquet file per part (zstd-compressed columns)."""
     del header
-    pq.write_table(arrow_table(rec), handle, compression="zstd")
+    sink = pa.BufferOutputStream()  # pyarrow wants a seekable-looking file; parts are bounded
+    pq.write_table(arrow_table(rec), sink, compression="zstd")
+    handle.write(sink.getvalue())

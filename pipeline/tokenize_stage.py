@@ -67,19 +67,26 @@ def load_tokenizer(path: str | os.PathLike[str]) -> TokenizerPayload:
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         else:
             tok = PreTrainedTokenizerFast(tokenizer_file=path)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to parse user files is a user error
         reason = " ".join(str(exc).split())[:200]
         raise UserError(f"cannot load tokenizer {path!r} ({reason}); {fix}") from None
-    if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
-        raise UserError(f"tokenizer {path!r} is not a fast (Rust) tokenizer; convert it and save it with tokenizer.json")
-    backend = tok.backend_tokenizer
+    name = os.path.basename(path.rstrip("/"))
+    if not os.path.isdir(path):  # .../llama3/tokenizer.json is named after its folder
+        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or name
+    return payload_from_tokenizer(tok, name)
+
+
+def payload_from_tokenizer(tok: Any, name: str | None = None) -> TokenizerPayload:
+    """The payload of an already loaded Hugging Face fast tokenizer."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if not getattr(tok, "is_fast", False) or backend is None:
+        raise UserError(f"tokenizer {name or type(tok).__name__!r} is not a fast (Rust) tokenizer; convert it and save it with tokenizer.json")
     text = backend.to_str()
     vocab_size = max(len(tok), backend.get_vocab_size(with_added_tokens=True))
     bos = tok.bos_token_id
     probe = tok("a")["input_ids"]
-    name = os.path.basename(path.rstrip("/"))
-    if not os.path.isdir(path):
-        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or name
+    if name is None:
+        name = os.path.basename(str(getattr(tok, "name_or_path", "") or "").rstrip("/")) or type(tok).__name__
     return TokenizerPayload(
         json=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
@@ -166,21 +173,25 @@ class TokenizedPartition:
 
 
 def valid_texts(records: list[dict[str, Any]], text_field: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Split records into texts to tokenize and rejects ``{"reason", "record"}`` (input order)."""
+    """Split records into texts to tokenize and rejects (the corpus rejects layout), in order."""
+    from pipeline.corpus_reader import make_reject, record_text
+
     texts: list[str] = []
     rejects: list[dict[str, Any]] = []
     for record in records:
-        text = record.get(text_field) if isinstance(record, dict) else None
+        text = record.get(text_field)
         if text is None:
-            reason = MISSING_FIELD
+            reason, detail = MISSING_FIELD, f"no field {text_field!r} (or it is null)"
         elif not isinstance(text, str):
-            reason = NOT_TEXT
+            reason, detail = NOT_TEXT, f"field {text_field!r} is a {type(text).__name__}, not a string"
         elif not text or text.isspace():
-            reason = EMPTY_TEXT
+            reason, detail = EMPTY_TEXT, f"field {text_field!r} is empty or only whitespace"
         else:
             texts.append(text)
             continue
-        rejects.append({"reason": reason, "field": text_field, "record": record})
+        # Records from pipeline.corpus_reader know their file, line and byte offset.
+        where = (getattr(record, "file", None), getattr(record, "line", None), getattr(record, "offset", None))
+        rejects.append(make_reject(*where, reason, detail, record_text(record)))
     return texts, rejects
 
 

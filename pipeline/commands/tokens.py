@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export and print its summary."""
-    from pipeline.jobs.tokens import TokenExport, run_token_export
+    from pipeline.jobs.tokens import TokenExport, prepare_token_export, run_token_export
 
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         storage_options=storage_options(args),
     )
-    spec.check()  # before a cluster is started
+    prepared = prepare_token_export(spec)  # every check before a cluster starts
     with client_from_args(args) as client:
-        summary = run_token_export(spec, client)
+        summary = run_token_export(prepared, client)
     print_summary(summary)
     return 0
 

@@ -215,40 +215,59 @@ class _Planner:
         return ChunkTask(chunk.part, self.relative(chunk.part), self.spec.prefix, self.options_json, chunk.ids, chunk.batch_ids, starts, lengths, counts, width, pad, details, header)
 
 
-def run_token_export(spec: TokenExport, client: Any, *, progress: bool = True) -> dict[str, Any]:
-    """Run a token export on ``client``; returns the summary (rows, bytes, files, tokens/s)."""
-    t0 = time.perf_counter()
+@dataclass
+class PreparedExport:
+    """A checked export: data opened, selection within bounds, output ready to write."""
+
+    spec: TokenExport
+    dataset: IndexedDataset
+    order: Any
+    selection: Selection
+    params: dict[str, Any]
+    single: bool
+    ext: str
+
+
+def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = None, order: Any = None) -> PreparedExport:
+    """Check everything that can be checked before a cluster starts or a byte is written."""
     spec.check()
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
-    dataset = IndexedDataset(spec.prefix, spec.storage_options)
-    order = None
-    if spec.selection_kind != "documents":
+    dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)
+    if spec.selection_kind != "documents" and order is None:
         order = open_sample_order(dataset, spec.run)
-    batch_size = spec.run.batch_size if spec.run else None
+    if spec.selection_kind == "documents":
+        order = None
     selection = make_selection(
         spec.selection_kind,
         spec.selection_value,
         num_samples=len(order) if order is not None else 0,
         num_documents=len(dataset),
-        batch_size=batch_size,
+        batch_size=spec.run.batch_size if spec.run else None,
     )
     if spec.nested and not selection.has_batches:
         raise UserError("--nested applies to batch selections (--batches, --batch-range)")
     single = spec.single_file() is not None
+    if single:
+        _check_single_target(spec, spec.out.rstrip("/"))
     ext = f".{spec.format}{suffix(spec.compression)}"
+    return PreparedExport(spec, dataset, order, selection, spec.params(selection), single, ext)
+
+
+def run_token_export(spec: TokenExport | PreparedExport, client: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Run a token export on ``client``; returns the summary (rows, bytes, files, tokens/s)."""
+    t0 = time.perf_counter()
+    prepared = spec if isinstance(spec, PreparedExport) else prepare_token_export(spec)
+    spec, single, params = prepared.spec, prepared.single, prepared.params
     out_url = spec.out.rstrip("/")
     staging = f"{out_url}{'.dexport-parts' if single else ''}"
-    if single:
-        _check_single_target(spec, out_url)
-    params = spec.params(selection)
     output = OutputDir(staging, spec.storage_options)
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
-    planner = _Planner(spec, dataset, order, ext, single)
+    planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
     metadata = {"tool": "dexport", **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")}, "run": params["run"]}
     fresh = not done
     try:
-        records = _run_tasks(client, spec, selection, planner, output, done, metadata, progress)
+        records = _run_tasks(client, spec, prepared.selection, planner, output, done, metadata, progress)
         totals = {
             "records": sum(r.extra["records"] for r in records),
             "rows": sum(r.rows for r in records),
@@ -340,4 +359,4 @@ def _remove(output: OutputDir) -> None:
         output.fs.rm(output.path, recursive=True)
 
 
-__all__ = ["TokenExport", "run_token_export", "PROGRESS"]
+__all__ = ["TokenExport", "PreparedExport", "prepare_token_export", "run_token_export", "PROGRESS"]

@@ -1,0 +1,172 @@
+"""Corpus statistics that are computed per partition and merged (no second read of the data).
+
+Each partition keeps, per split, exact counters: documents, characters, UTF-8 bytes, words,
+tokens (with a tokenizer), a histogram of exact text lengths (characters), domains and quality
+buckets. Counters add up, so merging in partition order gives the same numbers (and the same
+float sums, bit for bit) whatever the number of workers. Exact percentiles come from the
+length histogram.
+
+Words are runs of non-whitespace bytes (ASCII whitespace), counted with a vectorized kernel
+over the packed UTF-8 texts; quality buckets are ``high`` (>= 0.8), ``medium`` (>= 0.6),
+``low`` and, when the score is null, ``missing``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HIGH, MEDIUM = 0.8, 0.6
+PERCENTILES = (5, 25, 50, 75, 95, 99)
+
+_SEPARATOR = np.zeros(256, dtype=bool)
+_SEPARATOR[[0, 9, 10, 11, 12, 13, 32]] = True  # 0 is the padding between packed texts
+
+
+def count_words(buffer: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Words per text in a packed buffer (:func:`gpu.hashing.pack_keys` layout).
+
+    ``starts`` are the byte offsets where texts begin; every text is followed by at least one
+    zero byte, so a word never runs from one text into the next.
+    """
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    word = ~_SEPARATOR[buffer]
+    begins = word.copy()
+    begins[1:] &= ~word[:-1]
+    return np.add.reduceat(begins, starts, dtype=np.int64)
+
+
+def quality_bucket(score: Any) -> str:
+    """``high`` / ``medium`` / ``low`` / ``missing`` for a quality score."""
+    if score is None or isinstance(score, bool) or not isinstance(score, int | float):
+        return "missing"
+    return "high" if score >= HIGH else "medium" if score >= MEDIUM else "low"
+
+
+@dataclass
+class SplitStats:
+    """Mergeable statistics of the documents of one split (or of one partition of it)."""
+
+    count: int = 0
+    chars: int = 0
+    bytes: int = 0
+    words: int = 0
+    tokens: int | None = None
+    lengths: Counter = field(default_factory=Counter)
+    domains: Counter = field(default_factory=Counter)
+    quality: Counter = field(default_factory=Counter)
+    quality_sum: float = 0.0
+
+    def add(self, lengths: list[int], byte_lengths: int, words: int, domains: list[Any], scores: list[Any], tokens: int | None = None) -> None:
+        """Add a batch of documents (lists are per document, in order)."""
+        self.count += len(lengths)
+        self.chars += sum(lengths)
+        self.bytes += byte_lengths
+        self.words += words
+        self.lengths.update(lengths)
+        self.domains.update("unknown" if d is None else str(d) for d in domains)
+        for s in scores:
+            b = quality_bucket(s)
+            self.quality[b] += 1
+            if b != "missing":
+                self.quality_sum += float(s)
+        if tokens is not None:
+            self.tokens = (self.tokens or 0) + tokens
+
+    def merge(self, other: SplitStats) -> SplitStats:
+        """Add ``other`` into this one (in place) and return self."""
+        self.count += other.count
+        self.chars += other.chars
+        self.bytes += other.bytes
+        self.words += other.words
+        if other.tokens is not None:
+            self.tokens = (self.tokens or 0) + other.tokens
+        self.lengths.update(other.lengths)
+        self.domains.update(other.domains)
+        self.quality.update(other.quality)
+        self.quality_sum += other.quality_sum
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe form (lists of pairs, since JSON object keys are strings)."""
+        return {
+            "count": self.count, "chars": self.chars, "bytes": self.bytes, "words": self.words, "tokens": self.tokens,
+            "lengths": sorted(self.lengths.items()), "domains": sorted(self.domains.items()),
+            "quality": sorted(self.quality.items()), "quality_sum": self.quality_sum,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SplitStats:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            data["count"], data["chars"], data["bytes"], data["words"], data["tokens"],
+            Counter({int(k): v for k, v in data["lengths"]}), Counter(dict(data["domains"])),
+            Counter(dict(data["quality"])), float(data["quality_sum"]),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Per-split figures of ``dataset_stats.json``."""
+        out: dict[str, Any] = {
+            "count": self.count,
+            "avg_text_length": round(self.chars / self.count, 2) if self.count else 0,
+            "total_chars": self.chars,
+            "total_words": self.words,
+            "total_bytes": self.bytes,
+            "min_text_length": min(self.lengths) if self.lengths else 0,
+            "max_text_length": max(self.lengths) if self.lengths else 0,
+        }
+        if self.tokens is not None:
+            out["total_tokens"] = self.tokens
+            out["avg_tokens"] = round(self.tokens / self.count, 2) if self.count else 0
+        return out
+
+
+def length_stats(lengths: Counter) -> dict[str, Any]:
+    """min / max / mean / std / percentiles of text lengths (exact, from the histogram)."""
+    if not lengths:
+        return {"min": 0, "max": 0, "mean": 0, "std": 0, **{f"p{p}": 0 for p in PERCENTILES}}
+    values = np.array(sorted(lengths), dtype=np.float64)
+    counts = np.array([lengths[int(v)] for v in values], dtype=np.float64)
+    n = counts.sum()
+    mean = float((values * counts).sum() / n)
+    std = float(np.sqrt(((values - mean) ** 2 * counts).sum() / n))
+    cum = np.cumsum(counts)
+    out: dict[str, Any] = {"min": int(values[0]), "max": int(values[-1]), "mean": round(mean, 2), "std": round(std, 2)}
+    for p in PERCENTILES:
+        rank = max(1, int(np.ceil(p / 100 * n)))  # nearest-rank percentile
+        out[f"p{p}"] = int(values[np.searchsorted(cum, rank)])
+    out["median"] = out["p50"]
+    return out
+
+
+def dataset_stats(splits: dict[str, SplitStats], rejected: Counter, accounting: dict[str, int], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of ``dataset_stats.json``."""
+    total = SplitStats()
+    for s in splits.values():
+        total.merge(s)
+    scored = total.count - total.quality.get("missing", 0)
+    quality = {k: total.quality.get(k, 0) for k in ("high", "medium", "low")}
+    if total.quality.get("missing"):
+        quality["missing"] = total.quality["missing"]
+    stats: dict[str, Any] = {
+        "total_documents": total.count,
+        "splits": {name: s.summary() for name, s in splits.items()},
+        "total_chars": total.chars,
+        "total_words": total.words,
+        "domain_distribution": dict(sorted(total.domains.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "quality_distribution": quality,
+        "quality_score_mean": round(total.quality_sum / scored, 4) if scored else None,
+        "text_length_stats": length_stats(total.lengths),
+        "rejected": dict(sorted(rejected.items())),
+        "total_rejected": sum(rejected.values()),
+        "accounting": accounting,
+    }
+    if total.tokens is not None:
+        stats["total_tokens"] = total.tokens
+    if extra:
+        stats.update(extra)
+    return stats

@@ -1,0 +1,227 @@
+"""Corpus export: input files → partitions → (map → validate → split) per task → split files.
+
+The driver plans partitions (byte ranges, row groups) and keeps a bounded number of tasks in
+flight; each task reads one partition, runs the stage chain and writes one part per split plus
+its rejects (``pipeline.jobs.corpus_partition``). Parts return their statistics, so finalize
+merges them in partition order (no second read) and writes the split files (parts joined
+into ``train.jsonl`` … unless ``parts``), ``dataset_stats.json``, the dataset card and, last,
+``_manifest.json``. Exact-count splits add a first pass that only ranks record hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import corpus_writers
+from pipeline.corpus_reader import InputPartition, plan_partitions
+from pipeline.corpus_stats import SplitStats
+from pipeline.errors import UserError
+from pipeline.jobs import corpus_finalize
+from pipeline.jobs.corpus_partition import CorpusTask, export_partition, rank_partition
+from pipeline.output import MANIFEST, PROGRESS, OutputDir, PartRecord
+from pipeline.schema import Schema
+from pipeline.splits import SplitSpec, exact_boundaries, exact_counts, parse_split
+
+
+@dataclass
+class CorpusExport:
+    """Everything a corpus export needs; ``check`` validates it before anything is written."""
+
+    inputs: list[str]
+    out: str
+    schema: Schema = field(default_factory=Schema)
+    split: SplitSpec = field(default_factory=lambda: parse_split("0.95,0.03,0.02"))
+    format: str = "jsonl"
+    compression: str | None = None
+    parts: bool = False
+    tokenizer: str | None = None
+    chunk_size: int = 64 << 20  # input bytes per partition
+    overwrite: bool = False
+    resume: bool = False
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    card: bool = True
+    command: str | None = None  # the command line, for the card's "Reproduce" section
+
+    def check(self) -> None:
+        """All argument problems in one UserError."""
+        problems = []
+        if not self.inputs:
+            problems.append("no input given; pass JSONL/Parquet files, directories or globs")
+        if not self.out:
+            problems.append("--out is required")
+        if self.format not in corpus_writers.FORMATS:
+            problems.append(f"unknown format {self.format!r} (use {' or '.join(corpus_writers.FORMATS)})")
+        if self.compression not in (None, "gzip", "zstd"):
+            problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
+        if self.compression and self.format == "parquet":
+            problems.append("--compression applies to jsonl; Parquet columns are always zstd-compressed")
+        if self.format == "parquet" and self.schema.unmapped == "metadata":
+            problems.append("schema 'unmapped: metadata' needs --format jsonl (Parquet columns are fixed)")
+        if self.chunk_size <= 0:
+            problems.append(f"--chunk-size must be a positive number of bytes (got {self.chunk_size})")
+        if self.overwrite and self.resume:
+            problems.append("--overwrite and --resume exclude each other; pass one of them")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    def params(self, partitions: list[InputPartition], tokenizer: Any) -> dict[str, Any]:
+        """Parameters recorded in the manifest (and compared on --resume)."""
+        digest = hashlib.sha256()
+        for p in partitions:
+            digest.update(f"{p.path}\0{p.start}\0{p.end}\n".encode())
+        return {
+            "inputs": list(self.inputs),
+            "input_digest": digest.hexdigest(),
+            "partitions": len(partitions),
+            "schema": self.schema.as_dict(),
+            "split": self.split.as_dict(),
+            "format": self.format,
+            "compression": self.compression,
+            "parts": self.parts,
+            "tokenizer": None if tokenizer is None else {"name": tokenizer.name, "sha256": tokenizer.sha256},
+            "chunk_size": self.chunk_size,
+            "card": self.card,
+        }
+
+
+def run_corpus_export(spec: CorpusExport, client: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Run a corpus export on ``client``; returns the summary (counts, rejects, files, time)."""
+    t0 = time.perf_counter()
+    spec.check()
+    payload = None
+    if spec.tokenizer:
+        from pipeline.tokenize_stage import load_tokenizer
+
+        payload = load_tokenizer(spec.tokenizer)
+    partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
+    output = OutputDir(spec.out, spec.storage_options)
+    _check_output(spec, output, partitions)
+    params = spec.params(partitions, payload)
+    if spec.resume and _finished(output):
+        output.prepare(params, resume=True)  # refuses a finished run with other parameters
+        return corpus_finalize.existing_summary(output, t0)
+    ranks = {path: i for i, path in enumerate(sorted({p.path for p in partitions}))}
+    task = CorpusTask(spec.schema, spec.split, spec.format, spec.compression, payload, spec.storage_options, output.fs, output.path)
+    bounds = _rank(client, partitions, ranks, task, progress) if spec.split.exact else None
+    done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    fresh = not done
+    try:
+        results = _export(client, partitions, ranks, task, bounds, done, progress)
+        return corpus_finalize.finalize(spec, output, task, params, results, t0)
+    except UserError:
+        if fresh:
+            _remove(output)
+        raise
+
+
+def _finished(output: OutputDir) -> bool:
+    return output.fs.exists(output.file(MANIFEST)) and not output.fs.exists(output.file(f"{PROGRESS}/params.json"))
+
+
+def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
+    base = output.url.rstrip("/")
+    inside = [p.path for p in partitions if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")]
+    if inside:
+        raise UserError(f"input {inside[0]} lies inside the output {spec.out}; write the export to another folder")
+    # Refuse early (before an exact-count pass reads everything) when the output is taken.
+    if not (spec.overwrite or spec.resume):
+        try:
+            taken = output.fs.isdir(output.path) and bool(output.fs.ls(output.path))
+        except FileNotFoundError:
+            taken = False
+        if taken:
+            raise UserError(f"output {output.url} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+
+
+def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="part", desc=desc, disable=not (enabled and sys.stderr.isatty()), file=sys.stderr)
+
+
+def _map_bounded(client: Any, fn: Any, jobs: list[tuple[int, tuple]], bar: Any) -> dict[int, Any]:
+    """Run ``fn(*args)`` for each ``(key, args)`` with at most 2 tasks per worker thread in flight."""
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:12]
+    slots = max(2, 2 * sum(client.nthreads().values()))
+    results: dict[int, Any] = {}
+    pending = as_completed(loop=client.loop)
+    keys: dict[str, int] = {}
+    todo = iter(jobs)
+
+    def submit_next() -> None:
+        item = next(todo, None)
+        if item is not None:
+            key, args = item
+            future = client.submit(fn, *args, key=f"dexport-corpus-{fn.__name__}-{token}-{key}", pure=False)
+            keys[future.key] = key
+            pending.add(future)
+
+    for _ in range(slots):
+        submit_next()
+    for future in pending:
+        results[keys.pop(future.key)] = future.result()
+        future.release()
+        bar.update(1)
+        submit_next()
+    bar.close()
+    return results
+
+
+def _rank(client: Any, partitions: list[InputPartition], ranks: dict[str, int], task: CorpusTask, progress: bool) -> list:
+    """Exact mode, first pass: global ranking of record hashes → split boundaries."""
+    bar = _progress_bar(len(partitions), "dexport corpus (ranking)", progress)
+    got = _map_bounded(client, rank_partition, [(p.index, (p, task)) for p in partitions], bar)
+    hashes = np.concatenate([got[p.index][0] for p in partitions]) if partitions else np.zeros(0, np.uint64)
+    offsets = np.concatenate([got[p.index][1] for p in partitions]) if partitions else np.zeros(0, np.int64)
+    files = np.concatenate([np.full(len(got[p.index][0]), ranks[p.path], np.int64) for p in partitions]) if partitions else np.zeros(0, np.int64)
+    sizes = exact_counts(task.split, len(hashes))
+    return exact_boundaries(hashes, files, offsets, sizes)
+
+
+def _export(client: Any, partitions: list[InputPartition], ranks: dict[str, int], task: CorpusTask, bounds: list | None, done: dict[str, PartRecord], progress: bool) -> list[list[PartRecord]]:
+    """Second (or only) pass: one task per partition not completed before; records in order."""
+    results: dict[int, list[PartRecord]] = {}
+    jobs = []
+    for p in partitions:
+        paths = task.part_paths(p.index)
+        if all(x in done for x in paths):
+            results[p.index] = [done[x] for x in paths]
+        else:
+            jobs.append((p.index, (p, ranks[p.path], task, bounds)))
+    bar = _progress_bar(len(partitions), "dexport corpus", progress, initial=len(results))
+    results.update(_map_bounded(client, export_partition, jobs, bar))
+    return [results[p.index] for p in partitions]
+
+
+def merge_results(names: tuple[str, ...], results: list[list[PartRecord]]) -> tuple[dict[str, SplitStats], Counter, dict[str, int]]:
+    """Statistics per split, rejects by reason and line accounting, merged in partition order."""
+    stats = {name: SplitStats() for name in names}
+    rejected: Counter = Counter()
+    lines = blank = 0
+    for records in results:
+        *split_parts, rejects = records
+        for r in split_parts:
+            stats[r.extra["split"]].merge(SplitStats.from_json(r.extra["stats"]))
+        rejected.update(rejects.extra["rejected"])
+        lines += rejects.extra["lines"]
+        blank += rejects.extra["blank_lines"]
+    exported = sum(s.count for s in stats.values())
+    accounting = {"input_lines": lines, "blank_lines": blank, "exported": exported, "rejected": sum(rejected.values())}
+    accounting["balanced"] = lines == blank + exported + accounting["rejected"]
+    return stats, rejected, accounting
+
+
+def _remove(output: OutputDir) -> None:
+    if output.fs.exists(output.path):
+        output.fs.rm(output.path, recursive=True)
+

@@ -1,0 +1,135 @@
+"""Finalize a corpus export: split files, ``dataset_stats.json``, dataset card, manifest (last).
+
+Runs on the driver after every partition is written. Order matters for crash safety: split
+files are published (atomically) first, then the statistics and the card, then the part files
+that were joined are removed, and ``_manifest.json`` goes last. A crash anywhere before the
+manifest leaves an incomplete directory that ``--resume`` finishes (re-running only the
+partitions whose parts are gone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from pipeline import dataset_card
+from pipeline.assemble import concatenate, join_parquet
+from pipeline.corpus_stats import SplitStats, dataset_stats
+from pipeline.output import MANIFEST, OutputDir, PartRecord, tool_version
+from pipeline.storage import is_local, write_bytes_atomic
+
+HASH_BUFFER = 8 << 20
+
+
+def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], results: list[list[PartRecord]], t0: float) -> dict[str, Any]:
+    """Publish everything that follows from the part records; returns the run summary."""
+    from pipeline.jobs.corpus import merge_results
+
+    names = spec.split.names
+    stats_by_split, rejected, accounting = merge_results(names, results)
+    data_files: dict[str, str] = {}
+    files: list[PartRecord] = []
+    if spec.parts:
+        for records in results:
+            files += [PartRecord(r.path, r.rows, r.bytes, r.sha256, {"split": r.extra["split"]}) for r in records[:-1]]
+        data_files = {name: f"{name}/part-*{task.ext}" for name in names}
+    else:
+        for i, name in enumerate(names):
+            target = f"{name}{task.ext}"
+            files.append(_assemble(output, spec.format, [records[i] for records in results], target, name))
+            data_files[name] = target
+    for records in results:
+        rejects = records[-1]
+        if rejects.rows:
+            files.append(PartRecord(rejects.path, rejects.rows, rejects.bytes, rejects.sha256, None))
+        elif output.fs.exists(output.file(rejects.path)):
+            output.fs.rm(output.file(rejects.path))
+    extra = {
+        "split": spec.split.as_dict(),
+        "format": spec.format,
+        "compression": spec.compression,
+        "tokenizer": params["tokenizer"],
+        "tool": f"dexport {tool_version()}",
+    }
+    stats = dataset_stats(stats_by_split, rejected, accounting, extra)
+    extras = [_publish(output, "dataset_stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode())]
+    if spec.card:
+        extras += _publish_card(output, spec, stats, stats_by_split, data_files, _example(results))
+    if not spec.parts:
+        for name in names:
+            if output.fs.exists(output.file(name)):
+                output.fs.rm(output.file(name), recursive=True)
+    totals = {"documents": stats["total_documents"], "rejected": stats["total_rejected"], "splits": {n: s.count for n, s in stats_by_split.items()}, **{k: accounting[k] for k in ("input_lines", "blank_lines")}}
+    output.finalize(params, "corpus", files, totals, extras)
+    return _summary(output, stats, files + extras, t0)
+
+
+def _assemble(output: OutputDir, fmt: str, parts: list[PartRecord], target: str, split: str) -> PartRecord:
+    """One file per split from its parts, in partition order; sha256 read back once."""
+    fs = output.fs
+    sources = [output.file(r.path) for r in parts]
+    path = output.file(target)
+    if fmt == "parquet":
+        join_parquet(fs, sources, path)
+    else:
+        concatenate(fs, sources, path)
+    digest = hashlib.sha256()
+    size = 0
+    # The joined file's hash cannot be derived from the parts' hashes: read it once (locally
+    # this is a page-cache read; on S3 a server-side join is still cheaper than a re-upload).
+    with fs.open(path, "rb", **({} if is_local(fs) else {"block_size": HASH_BUFFER})) as handle:
+        while chunk := handle.read(HASH_BUFFER):
+            digest.update(chunk)
+            size += len(chunk)
+    return PartRecord(target, sum(r.rows for r in parts), size, digest.hexdigest(), {"split": split})
+
+
+def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
+    write_bytes_atomic(output.fs, output.file(relative), data)
+    return PartRecord(relative, 0, len(data), hashlib.sha256(data).hexdigest(), None)
+
+
+def _publish_card(output: OutputDir, spec: Any, stats: dict, by_split: dict[str, SplitStats], data_files: dict[str, str], example: dict | None) -> list[PartRecord]:
+    out = []
+    for name, s in by_split.items():
+        png = dataset_card.histogram_png(s.lengths, f"{name}: {s.count:,} documents")
+        out.append(_publish(output, dataset_card.image_path(name), png))
+    pretty = output.url.rstrip("/").rsplit("/", 1)[-1] or "corpus"
+    text = dataset_card.render_card(stats, data_files, pretty_name=pretty, example=example, command=spec.command)
+    out.append(_publish(output, "README.md", text.encode()))
+    return out
+
+
+def _example(results: list[list[PartRecord]]) -> dict | None:
+    """The first exported record (shortened by the task), to show the record format."""
+    for records in results:
+        for r in records[:-1]:
+            if r.extra.get("example") is not None:
+                return r.extra["example"]
+    return None
+
+
+def _summary(output: OutputDir, stats: dict[str, Any], files: list[PartRecord], t0: float) -> dict[str, Any]:
+    seconds = time.perf_counter() - t0
+    return {
+        "out": output.url,
+        "documents": stats["total_documents"],
+        "splits": {n: s["count"] for n, s in stats["splits"].items()},
+        "rejected": stats["total_rejected"],
+        "rejected_by_reason": stats["rejected"],
+        "accounting": stats["accounting"],
+        "files": len(files),
+        "bytes": sum(f.bytes for f in files),
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(stats["total_documents"] / seconds) if seconds else 0,
+    }
+
+
+def existing_summary(output: OutputDir, t0: float) -> dict[str, Any]:
+    """Summary of an export that is already complete (``--resume`` of a finished run)."""
+    manifest = json.loads(output.fs.cat_file(output.file(MANIFEST)))
+    stats = json.loads(output.fs.cat_file(output.file("dataset_stats.json")))
+    files = [PartRecord(**f) for f in manifest["files"]]
+    return {**_summary(output, stats, files, t0), "already_complete": True}
