@@ -94,7 +94,7 @@ class DatasetManager:
         if self._client is None:
             from cluster.client import get_client
 
-            self._cluster_cm = get_client(scheduler=self._scheduler, workers=self._workers)
+            self._cluster_cm = get_client(scheduler=self._scheduler, workers=self._workers, set_as_default=False)
             self._client = self._cluster_cm.__enter__()
             atexit.register(self.close)
         return self._client

@@ -230,7 +230,7 @@ def test_s3_output_and_input_match_local(dataset, dask_client, tmp_path, s3_buck
             assert json.loads(remote_bytes)["files"] == json.loads(p.read_bytes())["files"]
         else:
             assert remote_bytes == p.read_bytes()
-    assert not fs.exists(f"{s3_bucket}/out/.dexport-progress")
+    assert s3_server.object_keys(f"{s3_bucket}/out/.dexport-progress") == []
     # one file on S3, assembled from the parts
     one = TokenExport(prefix=f"{s3_bucket}/data/ds", out=f"{s3_bucket}/one.jsonl", selection_kind="all", run=_run(prefix, index_prefix=str(tmp_path / "idx")), doc_details=True, chunk_size=30, storage_options=opts)
     run_token_export(one, dask_client, progress=False)

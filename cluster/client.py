@@ -1,0 +1,199 @@
+"""One way to get a ``distributed.Client``.
+
+Four sources, in order of precedence: a client the caller already has (Python API), an
+existing scheduler by address (``--scheduler``) or scheduler file (``--scheduler-file``), or an
+embedded cluster started here: a ``LocalCluster`` bound to 127.0.0.1 for the CPU backend, a
+``dask_cuda.LocalCUDACluster`` for the GPU backend. Only what was started here is closed here.
+
+Jobs receive the client explicitly. A client created here is still the process's default
+while it is open (``set_as_default=True``, restored on close) because distributed's own helpers
+(``distributed.wait``, ``progress``, ``dask.compute`` of collections) look for the default
+client; pass ``set_as_default=False`` to leave a caller's default untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import dask.config
+from dask.utils import parse_timedelta
+from distributed import Client, LocalCluster
+from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.comm.registry import get_backend
+from distributed.deploy import Cluster
+
+from pipeline.errors import UserError
+
+LOCALHOST = "127.0.0.1"
+GPU_EXTRA_FIX = "install the gpu extra: pip install 'dexport[gpu]'"
+
+
+@contextlib.contextmanager
+def get_client(
+    scheduler: str | None = None,
+    scheduler_file: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    backend: str = "cpu",
+    threads_per_worker: int = 1,
+    *,
+    client: Client | None = None,
+    set_as_default: bool = True,
+) -> Iterator[Client]:
+    """Yield a connected ``Client``; on exit close only what this call started.
+
+    - ``client``: yielded as is and left open (the caller owns it).
+    - ``scheduler`` (address such as ``tcp://host:8786``) or ``scheduler_file``: connect to a
+      running cluster; on exit the client closes, the cluster keeps running.
+    - otherwise: start an embedded cluster on 127.0.0.1 with ``workers`` worker processes
+      (default: one per core, or one per visible GPU for ``backend="gpu"``) of
+      ``threads_per_worker`` threads each, and shut it down on exit.
+
+    ``backend`` (``cpu``, ``gpu`` or ``auto``) only chooses the kind of embedded cluster;
+    ``set_as_default`` applies to the clients this call creates (see the module docstring).
+    Conflicting or invalid arguments, an unreachable scheduler and a missing ``dask_cuda``
+    raise :class:`~pipeline.errors.UserError`.
+    """
+    _check_arguments(scheduler, scheduler_file, workers, backend, threads_per_worker, client)
+    if client is not None:
+        yield client
+    elif scheduler is not None or scheduler_file is not None:
+        connected = _connect(scheduler, scheduler_file, set_as_default)
+        try:
+            yield connected
+        finally:
+            # Closing the client disconnects; it does not shut the remote cluster down.
+            connected.close()
+    else:
+        with _start_cluster(backend, workers, threads_per_worker) as cluster:
+            with Client(cluster, set_as_default=set_as_default) as started:
+                yield started
+
+
+def dashboard_link(client: Client) -> str | None:
+    """Return the URL of the scheduler's dashboard, or None when it serves none."""
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError, OSError):
+        # A remote scheduler without the dashboard service has no "dashboard" entry.
+        return None
+    return link or None
+
+
+def _check_arguments(
+    scheduler: str | None,
+    scheduler_file: str | os.PathLike[str] | None,
+    workers: int | None,
+    backend: str,
+    threads_per_worker: int,
+    client: Client | None,
+) -> None:
+    problems = []
+    if scheduler is not None and scheduler_file is not None:
+        problems.append("--scheduler and --scheduler-file both given; pass only one")
+    if client is not None and (scheduler is not None or scheduler_file is not None):
+        problems.append("a client and a scheduler both given; pass only one")
+    if workers is not None and (
+        client is not None or scheduler is not None or scheduler_file is not None
+    ):
+        problems.append(
+            "--workers only applies to the embedded cluster; drop it when connecting to a scheduler"
+        )
+    if workers is not None and workers < 1:
+        problems.append(f"--workers must be at least 1 (got {workers})")
+    if threads_per_worker < 1:
+        problems.append(f"threads_per_worker must be at least 1 (got {threads_per_worker})")
+    if backend not in ("cpu", "gpu", "auto"):
+        problems.append(f"unknown backend {backend!r}; use --backend auto, cpu or gpu")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def _connect(
+    scheduler: str | None, scheduler_file: str | os.PathLike[str] | None, set_as_default: bool
+) -> Client:
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    if scheduler_file is not None:
+        # Client(scheduler_file=...) would wait forever for a file that never appears (a typo);
+        # waiting as long as a connection attempt keeps the "scheduler still starting" case.
+        scheduler = _read_scheduler_file(os.fspath(scheduler_file), timeout)
+        source = f"scheduler file {os.fspath(scheduler_file)}"
+    else:
+        source = "--scheduler"
+    _check_address(scheduler, source)
+    try:
+        return Client(scheduler, timeout=timeout, set_as_default=set_as_default)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(
+            f"cannot connect to the Dask scheduler at {scheduler!r} ({reason}); "
+            f"check {source} and that the scheduler is running"
+        ) from None
+
+
+def _check_address(address: str, source: str) -> None:
+    # Checked here because a Client that fails on a malformed address is left half open and
+    # prints a traceback when garbage-collected, which would spoil the one-line error.
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise UserError(
+            f"{address!r} is not a Dask scheduler address ({exc}); "
+            f"check {source}: it must look like tcp://HOST:PORT"
+        ) from None
+
+
+def _read_scheduler_file(path: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                address = json.load(f)["address"]
+            if isinstance(address, str) and address:
+                return address
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError):
+            # The scheduler may be writing the file right now; judge it only at the deadline.
+            pass
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if not os.path.exists(path):
+        raise UserError(
+            f"scheduler file {path} does not exist; start the scheduler with --scheduler-file {path} or fix the path"
+        )
+    raise UserError(
+        f"scheduler file {path} holds no scheduler address; pass the file written by 'dask scheduler --scheduler-file'"
+    )
+
+
+def _start_cluster(backend: str, workers: int | None, threads_per_worker: int) -> Cluster:
+    if backend == "auto":
+        from gpu.backend import select_backend
+
+        backend = select_backend("auto").name
+    common = {
+        "threads_per_worker": threads_per_worker,
+        "host": LOCALHOST,
+        # Port 0: a free port, so several runs (and tests) on one machine never collide.
+        "dashboard_address": f"{LOCALHOST}:0",
+        "silence_logs": logging.ERROR,
+    }
+    if backend == "gpu":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise UserError(
+                f"backend 'gpu' needs dask_cuda, which is not installed; {GPU_EXTRA_FIX}"
+            ) from None
+        # n_workers=None: one worker per visible GPU, which is what dask_cuda is built around.
+        return LocalCUDACluster(n_workers=workers, **common)
+    return LocalCluster(processes=True, n_workers=workers or os.cpu_count() or 1, **common)
