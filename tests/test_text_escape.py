@@ -1,0 +1,98 @@
+"""String columns from bytes + offsets against orjson, the csv module and pyarrow."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpu.text_escape import arrow_string_array, csv_field_column, json_string_column
+
+SETTINGS = settings(max_examples=200, deadline=None)
+TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(max_codepoint=0x7F),
+        st.sampled_from(list(',"\r\n\\\t\x00\x1f\x7f é日🙂\u2028')),
+        st.characters(exclude_categories=("Cs",)),
+    ),
+    max_size=40,
+)
+
+
+def column(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [s.encode() for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def split(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    buf = data.tobytes()
+    return [buf[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def csv_field(text: str) -> str:
+    """The csv module's rendering of one field (in a two-field row, to avoid the row rule)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow([text, "x"])
+    return buf.getvalue()[: -len(",x\r\n")]
+
+
+@SETTINGS
+@given(st.lists(TEXT, max_size=12))
+def test_json_string_column_matches_orjson(strings: list[str]) -> None:
+    got = split(*json_string_column(*column(strings)))
+    assert got == [orjson.dumps(s) for s in strings]
+
+
+@SETTINGS
+@given(st.lists(TEXT, max_size=12))
+def test_csv_field_column_matches_csv_module(strings: list[str]) -> None:
+    got = split(*csv_field_column(*column(strings)))
+    assert [g.decode() for g in got] == [csv_field(s) for s in strings]
+
+
+@SETTINGS
+@given(st.lists(TEXT, max_size=12), st.booleans())
+def test_arrow_string_array_round_trips(strings: list[str], large: bool) -> None:
+    import pyarrow as pa
+
+    array = arrow_string_array(*column(strings), large=large)
+    array.validate(full=True)
+    assert array.type == (pa.large_string() if large else pa.string())
+    assert array.to_pylist() == strings
+
+
+def test_arrow_large_string_shares_the_numpy_buffers() -> None:
+    data, offsets = column(["ab", "", "日本"])
+    array = arrow_string_array(data, offsets)
+    assert array.buffers()[2].address == data.ctypes.data
+    assert array.buffers()[1].address == offsets.ctypes.data
+
+
+def test_offsets_not_starting_at_zero() -> None:
+    data, offsets = column(["skip", 'a"b', "c"])
+    got = split(*json_string_column(data, offsets[1:]))
+    assert got == [b'"a\\"b"', b'"c"']
+    assert split(*csv_field_column(data, offsets[1:])) == [b'"a""b"', b"c"]
+    assert arrow_string_array(data, offsets[1:]).to_pylist() == ['a"b', "c"]
+
+
+def test_empty_column() -> None:
+    data, offsets = column([])
+    assert split(*json_string_column(data, offsets)) == []
+    assert split(*csv_field_column(data, offsets)) == []
+    assert len(arrow_string_array(data, offsets)) == 0
+
+
+def test_bad_offsets_are_rejected() -> None:
+    data, _ = column(["abc"])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        json_string_column(data, np.array([0, 5], dtype=np.int64))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        csv_field_column(data, np.array([2, 1], dtype=np.int64))
