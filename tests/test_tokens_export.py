@@ -306,3 +306,26 @@ def test_python_module_entry_point(dataset, tmp_path):
     res = subprocess.run([sys.executable, "-m", "pipeline", "inspect", prefix, "--document", "0"], capture_output=True, text=True, cwd=os.getcwd())
     assert res.returncode == 0, res.stderr
     assert "documents" in res.stdout and "== document 0" in res.stdout
+
+
+def test_gpu_backend_without_device_is_a_clear_error(dataset, tmp_path, capsys):
+    from gpu.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    prefix, tok_path = dataset
+    rc = main(["tokens", prefix, "--documents", "0:3", "--text", "--tokenizer", tok_path, "--backend", "gpu", "--out", str(tmp_path / "g")])
+    assert rc == 2
+    assert "backend 'gpu' needs" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.gpu
+def test_gpu_backend_gives_the_same_bytes(dataset, dask_client, tmp_path):
+    prefix, tok_path = dataset
+    outs = []
+    for backend in ("cpu", "gpu"):
+        spec = TokenExport(prefix=prefix, out=str(tmp_path / f"{backend}.jsonl"), selection_kind="all", run=_run(prefix), content="text", tokenizer=tok_path, backend=backend, chunk_size=40)
+        run_token_export(spec, dask_client, progress=False)
+        outs.append((tmp_path / f"{backend}.jsonl").read_bytes())
+    assert outs[0] == outs[1]

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         storage_options=storage_options(args),
+        backend=args.backend,
     )
     prepared = prepare_token_export(spec)  # every check before a cluster starts
     with client_from_args(args) as client:

@@ -52,6 +52,7 @@ class TokenExport:
     overwrite: bool = False
     resume: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "cpu"  # cpu | gpu | auto: where detokenization runs
 
     def single_file(self) -> str | None:
         """The format when ``out`` names one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
@@ -88,6 +89,8 @@ class TokenExport:
             problems.append("--chunk-size must be positive")
         if self.selection_kind != "documents" and self.run is None:
             problems.append("a training-order selection needs --seq-len and --seed")
+        if self.backend not in ("cpu", "gpu", "auto"):
+            problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))
         if self.run is not None and self.selection_kind != "documents":
@@ -164,7 +167,16 @@ def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str,
     flat = flat.astype(narrow, copy=False)
     text = text_offsets = None
     if spec.content == "text":
-        text, text_offsets = _detokenizer(spec.tokenizer, spec.skip_special_tokens).decode_to_bytes(flat, offsets)
+        detok = _detokenizer(spec.tokenizer, spec.skip_special_tokens)
+        if spec.backend == "gpu":
+            # The kernel runs on the device; writers take host bytes, so copy the result once.
+            from gpu.backend import select_backend
+
+            device = select_backend("gpu")
+            data, offs = detok.decode_to_bytes(device.from_numpy(flat), device.from_numpy(offsets))
+            text, text_offsets = device.asnumpy(data), device.asnumpy(offs)
+        else:
+            text, text_offsets = detok.decode_to_bytes(flat, offsets)
     records = tr.TokenRecords(
         index=task.ids,
         batch_id=task.batch_ids,
@@ -231,6 +243,10 @@ class PreparedExport:
 def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = None, order: Any = None) -> PreparedExport:
     """Check everything that can be checked before a cluster starts or a byte is written."""
     spec.check()
+    if spec.backend != "cpu":
+        from gpu.backend import select_backend
+
+        spec.backend = select_backend(spec.backend).name  # "auto" resolved; "gpu" checked
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
     dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)
