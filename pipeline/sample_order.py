@@ -50,6 +50,10 @@ class SampleOrder:
         return self.seq_len + self.extra_tokens
 
     def __len__(self) -> int:
+        if self.convention == "megatron":
+            # megatron-core's GPTDataset.__len__ is len(sample_idx) - 1, which is also the
+            # length of its shuffle index; GPT-NeoX's GPT2Dataset exposes one sample fewer.
+            return int(min(len(self.shuffle_idx), len(self.sample_idx) - 1))
         return int(min(len(self.shuffle_idx), len(self.sample_idx)) - 1)
 
     # -- selection helpers ----------------------------------------------------------------
@@ -127,7 +131,15 @@ class SampleOrder:
         doc_len = sizes[rows].astype(np.int64)
         begin = np.where(is_first, np.repeat(det["offset_f"], counts), 0)
         end = np.where(is_last, np.repeat(det["offset_l"] + self.extra_tokens, counts), doc_len)
-        length = np.clip(np.minimum(end, doc_len) - begin, 0, None)
+        if self.convention == "megatron":
+            # megatron-core reads a window's last part by length, past the document's end into
+            # the next sequence of the .bin (only an index built without the extra token and
+            # read with it gets there); stop at the end of the file instead of failing.
+            file_end = int(token_starts[-1] + sizes[-1]) if len(sizes) else 0
+            limit = np.where(is_last, file_end - token_starts[rows], doc_len)
+        else:
+            limit = doc_len
+        length = np.clip(np.minimum(end, limit) - begin, 0, None)
         # Cut each sample at ``width`` tokens before reading anything.
         before = np.cumsum(length) - length
         before -= np.repeat(before[seg_off[:-1]] if n_seg else np.zeros(n, np.int64), counts)
