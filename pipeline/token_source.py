@@ -37,8 +37,10 @@ class TrainingRun:
             problems.append(f"unknown convention {self.convention!r} (use neox or megatron)")
         if self.seq_len is None or self.seq_len <= 0:
             problems.append("--seq-len must be a positive integer")
-        if self.num_samples is None and (self.train_iters is None or self.batch_size is None):
+        if self.num_samples is None and self.train_iters is None and self.convention == "neox":
             problems.append("give --num-samples N, or --train-iters I with --batch-size B")
+        if self.train_iters is not None and self.num_samples is None and self.batch_size is None:
+            problems.append("--train-iters needs --batch-size B")
         if self.num_samples is not None and self.num_samples <= 0:
             problems.append("--num-samples must be positive")
         if self.split not in ("train", "valid", "test"):
@@ -48,10 +50,15 @@ class TrainingRun:
         if problems:
             raise UserError("; ".join(problems))
 
-    def requested_samples(self) -> int:
-        """Samples the run asked for in this split (given, or derived as the trainer does)."""
+    def requested_samples(self) -> int | None:
+        """Samples the run asked for in this split (given, or derived as the trainer does).
+
+        None (megatron only) means one epoch, as megatron-core builds it without a count.
+        """
         if self.num_samples is not None:
             return self.num_samples
+        if self.train_iters is None:
+            return None
         if self.convention == "neox":
             from pipeline.neox_index import neox_num_samples
 

@@ -434,3 +434,28 @@ def test_unwritable_cache_dir(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot write the megatron-core index"):
         megatron_sample_order(ds, save=True, **kw)
     assert len(megatron_sample_order(ds, **kw)) >= 10
+
+
+def test_token_export_equals_megatron_windows(built: dict, dask_client, tmp_path: Path) -> None:
+    """End to end: ``dexport tokens --convention megatron`` loads megatron-core's own cache and
+    every exported window equals megatron-core's."""
+    from pipeline.cli import main
+
+    ds = built["datasets"][0]
+    if ds is None:
+        pytest.skip("no train dataset in this case")
+    out = tmp_path / "all.npz"
+    args = [
+        "tokens", str(built["prefix"]), "--convention", "megatron", "--seq-len", str(built["seq_len"]),
+        "--seed", str(built["seed"]), "--splits", built["splits"], "--index", str(built["cache"]),
+        "--all", "--doc-details", "--out", str(out), "--chunk-size", "300",
+        "--scheduler", dask_client.scheduler.address,
+    ]
+    if built["num"][0] is not None:  # else one epoch, as megatron-core builds without a count
+        args += ["--num-samples", str(built["num"][0])]
+    if not built["extra"]:
+        args.append("--no-extra-token")
+    assert main(args) == 0
+    z = np.load(out, allow_pickle=False)
+    np.testing.assert_array_equal(z["index"], np.arange(len(ds)))
+    np.testing.assert_array_equal(z["tokens"], _raw_windows(ds, np.arange(len(ds))))
