@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,11 @@ class EncodeJob:
         from pipeline.corpus_reader import plan_partitions
 
         self.partitions = list(plan_partitions(list(self.inputs), self.storage_options, target_bytes=self.partition_bytes))
+        try:
+            EncodeTarget(self.out, self.format, self.storage_options).check(self.params(), overwrite=self.overwrite, resume=self.resume)
+        except BaseException:
+            self.partitions = None  # not checked: a later check() must look again
+            raise
 
     def params(self) -> dict[str, Any]:
         """Parameters recorded in the manifest (and compared on ``--resume``)."""
@@ -134,14 +140,16 @@ def encode_shard(task: ShardTask, payload: ts.TokenizerPayload, options: ts.Enco
     from pipeline.corpus_reader import read_partition
 
     records, read_rejects = read_partition(task.partition, task.storage_options)
+    n_records = len(records) + len(read_rejects)
     dtype = np.dtype(task.dtype)
     part = ts.tokenize_records(records, payload, options, dtype)
+    del records  # the parsed records are the largest object of a task; only tokens remain
     # A partition lies in one file, so the byte offset (Parquet: row) restores input order.
     rejects = sorted([*read_rejects, *part.rejects], key=lambda r: r.get("offset") or 0)
     rejected = Counter(str(r["reason"]) for r in rejects)
     names = ShardNames(task.index, task.format)
     counters = {
-        "records": len(records) + len(read_rejects),
+        "records": n_records,
         "documents": part.documents,
         "tokens": int(len(part.tokens)),
         "rejected": dict(sorted(rejected.items())),
@@ -158,7 +166,7 @@ def encode_shard(task: ShardTask, payload: ts.TokenizerPayload, options: ts.Enco
     written.append(write_part(fs, base, names.index, lambda h: (_write_shard_index(h, dtype, sizes), None)))
 
     def write_tokens(handle: Any) -> tuple[int, dict[str, Any]]:
-        handle.write(part.tokens.tobytes())
+        handle.write(memoryview(part.tokens).cast("B"))  # no copy of the shard's tokens
         return part.documents, counters
 
     written.append(write_part(fs, base, names.data, write_tokens))
@@ -213,8 +221,6 @@ def run_encode(job: EncodeJob, client: Any, *, progress: bool = True) -> dict[st
 
 def _run_shards(client: Any, job: EncodeJob, target: EncodeTarget, done: dict[str, PartRecord], progress: bool) -> list[list[PartRecord]]:
     """Submit one task per partition (a bounded number in flight); results in partition order."""
-    from distributed import as_completed
-
     assert job.partitions is not None and job.dtype is not None
     staging = target.staging
     results: dict[int, list[PartRecord]] = {}
@@ -229,27 +235,49 @@ def _run_shards(client: Any, job: EncodeJob, target: EncodeTarget, done: dict[st
     if todo:
         # Ship the tokenizer once per worker instead of once per task (it can be megabytes).
         payload = client.scatter(job.payload, broadcast=True, hash=False)
-        slots = max(2, 2 * sum(client.nthreads().values()))
-        pending = as_completed(loop=client.loop)
-        queue = iter(todo)
-        run_id = time.time_ns()
-
-        def submit_next() -> None:
-            task = next(queue, None)
-            if task is not None:
-                key = f"dexport-encode-{run_id}-{task.index}"
-                pending.add(client.submit(encode_shard, task, payload, job.options, staging.fs, staging.path, key=key, pure=False))
-
-        for _ in range(slots):
-            submit_next()
-        for future in pending:
-            written = future.result()
-            index = int(written[-1].path.split("-")[1].split(".")[0])
+        args = (payload, job.options, staging.fs, staging.path)
+        for index, written in _bounded_map(client, encode_shard, todo, args):
             results[index] = written
             bar.update(1)
-            submit_next()
     bar.close()
     return [results[i] for i in range(len(job.partitions))]
+
+
+def _bounded_map(client: Any, func: Any, tasks: list[ShardTask], args: tuple) -> Iterator[tuple[int, Any]]:
+    """Yield ``(task.index, result)`` as tasks finish, keeping two per worker thread in flight.
+
+    On a failure the tasks still running are waited for before the error propagates, so the
+    caller can clean up without a late task writing a shard after it (an interrupt cancels
+    them instead: the user asked to stop, and --resume tolerates stray shards).
+    """
+    from distributed import as_completed, wait
+
+    slots = max(2, 2 * sum(client.nthreads().values()))
+    pending = as_completed(loop=client.loop)
+    in_flight: dict[Any, int] = {}
+    queue = iter(tasks)
+    run_id = time.time_ns()
+
+    def submit_next() -> None:
+        task = next(queue, None)
+        if task is not None:
+            future = client.submit(func, task, *args, key=f"dexport-encode-{run_id}-{task.index}", pure=False)
+            in_flight[future] = task.index
+            pending.add(future)
+
+    for _ in range(slots):
+        submit_next()
+    try:
+        for future in pending:
+            index = in_flight.pop(future)
+            yield index, future.result()
+            submit_next()
+    except KeyboardInterrupt:
+        client.cancel(list(in_flight))
+        raise
+    except BaseException:
+        wait(list(in_flight))
+        raise
 
 
 def _completed(names: ShardNames, done: dict[str, PartRecord]) -> list[PartRecord] | None:

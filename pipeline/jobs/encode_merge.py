@@ -86,26 +86,48 @@ class EncodeTarget:
         return f"{self.out}.manifest.json" if self.megatron else f"{self.out}/{MANIFEST}"
 
     # -- before the run --------------------------------------------------------------------
-    def prepare(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> tuple[dict[str, PartRecord], dict[str, Any] | None]:
-        """Refuse, clear or resume; return ``(completed parts, manifest of a finished run)``."""
-        if not self.megatron:
-            return self.staging.prepare(params, overwrite=overwrite, resume=resume), None
+    def _state(self) -> tuple[list[str], bool]:
+        """(final files that exist, whether the staging folder exists)."""
         try:
-            existing = [p for p in self.finals.values() if self.fs.exists(p)]
-            staged = self.fs.exists(self.staging.path)
+            # Files, not folders: an S3-compatible store may keep an empty "folder" behind.
+            staged = bool(self.fs.exists(self.staging.path) and self.fs.find(self.staging.path))
+            if not self.megatron:
+                return ([self.staging.path] if staged else []), False
+            return [p for p in self.finals.values() if self.fs.exists(p)], staged
         except PermissionError as exc:
             raise UserError(f"no permission to read {self.out} ({exc}); check the credentials or --storage-options") from None
+
+    def check(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> dict[str, Any] | None:
+        """Read-only: raise the UserError a run would meet; return a finished run's manifest.
+
+        Called before a cluster is started, so a wrong ``--out`` costs nothing and writes nothing.
+        """
+        existing, staged = self._state()
+        if not self.megatron:
+            if existing and not (overwrite or resume):
+                raise UserError(f"output {self.out} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+            return None
         manifest_path = self.finals[".manifest.json"]
         if resume and not staged and manifest_path in existing:
             finished = json.loads(self.fs.cat_file(manifest_path))
             if finished.get("parameters") != json.loads(canonical_json(params)):
                 raise UserError(f"{self.out} is a finished encode run with other parameters; pass --overwrite to replace it")
-            return {}, finished
+            return finished
         if resume and existing and not staged:
             raise UserError(f"{self.out} holds no interrupted dexport encode run to resume; pass --overwrite to replace it")
         if (existing or staged) and not (overwrite or resume):
             first = (existing or [self.staging.path])[0].rsplit("/", 1)[-1]
             raise UserError(f"output {self.out} already exists ({first}); pass --overwrite to replace it or --resume to finish an interrupted run")
+        return None
+
+    def prepare(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> tuple[dict[str, PartRecord], dict[str, Any] | None]:
+        """Refuse, clear or resume; return ``(completed parts, manifest of a finished run)``."""
+        finished = self.check(params, overwrite=overwrite, resume=resume)
+        if finished is not None:
+            return {}, finished
+        if not self.megatron:
+            return self.staging.prepare(params, overwrite=overwrite, resume=resume), None
+        existing, staged = self._state()
         if overwrite:
             for path in existing:
                 self.fs.rm(path)
