@@ -329,3 +329,18 @@ def test_gpu_backend_gives_the_same_bytes(dataset, dask_client, tmp_path):
         run_token_export(spec, dask_client, progress=False)
         outs.append((tmp_path / f"{backend}.jsonl").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_inspect_shows_facts_and_a_batch_as_text(dataset, capsys):
+    prefix, tok_path = dataset
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    args = ["inspect", prefix, "--seq-len", str(SEQ_LEN), "--seed", str(SEED), "--train-iters", str(ITERS), "--batch-size", str(BATCH), "--splits", "100,0,0"]
+    assert main([*args, "--batch", "1", "--tokenizer", tok_path]) == 0
+    out = capsys.readouterr().out
+    assert "samples" in out and "batches" in out and "epochs" in out
+    windows = _reference(prefix, range(BATCH, 2 * BATCH))
+    for sample_id, window in zip(range(BATCH, 2 * BATCH), windows, strict=True):
+        assert f"== sample {sample_id} (" in out
+        assert tok.decode(window.tolist()) in out
+    assert main([*args, "--sequence", "999999"]) == 2
+    assert "out of range" in capsys.readouterr().err
