@@ -11,7 +11,7 @@ Algorithm ``poly64-splitmix/v1`` (changing it changes every split, so it is vers
    that the next key starts on an 8-byte boundary; the buffer is read as little-endian
    ``uint64`` words ``w``.
 2. Per key of ``m`` words, ``poly = sum(w[i] * P**(m-1-i)) mod 2**64`` (a polynomial hash over
-   words, computed for all keys at once with one cumulative sum).
+   words, computed for all keys at once with one cumulative sum, see :func:`hash_packed`).
 3. ``hash = splitmix64(poly + splitmix64(seed) + length * C)``; the splitmix64 finaliser makes
    every output bit depend on every input bit, so the top bits are uniform enough to compare
    against split thresholds.
@@ -65,11 +65,11 @@ def _seed_mix(seed: int) -> int:
     return int(splitmix64(np, z)[0])
 
 
-def _powers(xp: Any, exponents: Any) -> Any:
-    """``P ** e mod 2**64`` for an array of non-negative exponents (binary exponentiation)."""
+def _powers(xp: Any, exponents: Any, root: int = P) -> Any:
+    """``root ** e mod 2**64`` for an array of non-negative exponents (binary exponentiation)."""
     result = xp.ones(exponents.shape, dtype=xp.uint64)
     top = int(xp.max(exponents)) if exponents.shape[0] else 0
-    base, bit = P, 0
+    base, bit = root, 0
     while (top >> bit) > 0:
         use = ((exponents >> bit) & 1) == 1
         result = xp.where(use, result * _u64(xp, base), result)
@@ -86,25 +86,45 @@ def _cumulative_sum(xp: Any, x: Any) -> Any:
     return xp.concatenate([xp.zeros(1, dtype=x.dtype), xp.cumsum(x)])
 
 
+_TABLES: dict[str, tuple[Any, Any]] = {}
+Q = pow(P, -1, 1 << 64)  # P is odd, so it has an inverse modulo 2**64
+
+
+def _tables(xp: Any, n: int) -> tuple[Any, Any]:
+    """``(P**i, Q**i)`` for ``i < n`` (cached per namespace; grown in powers of two)."""
+    key = xp.__name__
+    cached = _TABLES.get(key)
+    if cached is None or cached[0].shape[0] < n:
+        size = 1 << max(20, (n - 1).bit_length())
+        cached = (_power_table(xp, P, size), _power_table(xp, Q, size))
+        _TABLES[key] = cached
+    return cached
+
+
+def _power_table(xp: Any, root: int, size: int) -> Any:
+    """``root ** i`` for ``i < size`` (a power of two >= 1024) as an outer product of two short tables."""
+    low = _powers(xp, xp.arange(1024, dtype=xp.int64), root)
+    high = _powers(xp, xp.arange(size // 1024, dtype=xp.int64) * 1024, root)
+    return xp.reshape(high[:, None] * low[None, :], (size,))
+
+
 def hash_packed(xp: Any, words: Any, word_offsets: Any, lengths: Any, seed: int) -> Any:
     """Hashes of packed keys (``words`` uint64, ``word_offsets`` int64[n+1], ``lengths`` uint64[n]).
 
     Arrays must come from ``xp``; the result is a ``uint64[n]`` array of ``xp``.
+
+    ``sum(w[i] * P**(end-1-i))`` over a key equals ``P**(end-1) * sum(w[i] * Q**i)`` with
+    ``Q = P**-1 mod 2**64`` and ``i`` the global word index, so one multiplication by a cached
+    table, one cumulative sum and one gather per key give every key's polynomial at once.
     """
     n = lengths.shape[0]
     if n == 0:
         return xp.zeros(0, dtype=xp.uint64)
+    total = words.shape[0]
+    p_pow, q_pow = _tables(xp, total + 1)
+    running = _cumulative_sum(xp, words * q_pow[:total])
     starts, ends = word_offsets[:-1], word_offsets[1:]
-    counts = ends - starts
-    # For word g of key r: exponent = ends[r] - 1 - g, so the last word has weight P**0.
-    owner_end = xp.repeat(ends, counts)
-    position = xp.arange(words.shape[0], dtype=xp.int64)
-    exponents = owner_end - 1 - position
-    # Exponents repeat across keys: raise P once per distinct exponent, then gather.
-    table = _powers(xp, xp.arange(int(xp.max(counts)), dtype=xp.int64))
-    terms = words * xp.take(table, exponents)
-    running = _cumulative_sum(xp, terms)
-    poly = xp.take(running, ends) - xp.take(running, starts)
+    poly = (xp.take(running, ends) - xp.take(running, starts)) * xp.take(p_pow, ends - 1)
     mixed = poly + _u64(xp, _seed_mix(seed)) + lengths * _u64(xp, C)
     return splitmix64(xp, mixed)
 

@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 
 # Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
 # ``func`` (a callable taking the parsed args and returning an exit status).
-COMMANDS = ("demo", "tokens", "inspect", "encode")
+COMMANDS = ("demo", "tokens", "inspect", "encode", "corpus", "validate", "stats", "summary")
 
 
 def build_parser() -> argparse.ArgumentParser:

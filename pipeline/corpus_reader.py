@@ -220,10 +220,10 @@ def _read_byte_range(fs: Any, path: str, start: int, end: int) -> tuple[bytes, i
     if start >= end:
         return b"", start
     if start == 0:
-        data, base = fs.cat_file(path, 0, end), 0
+        data, base = fs.cat_file(path, start=0, end=end), 0
     else:
         # The byte before ``start`` tells whether a line starts exactly at ``start``.
-        head = fs.cat_file(path, start - 1, end)
+        head = fs.cat_file(path, start=start - 1, end=end)
         cut = head.find(b"\n")
         if cut < 0:
             return b"", start  # the whole range lies inside one line owned by an earlier range
@@ -233,7 +233,7 @@ def _read_byte_range(fs: Any, path: str, start: int, end: int) -> tuple[bytes, i
     tail = [data]
     position = end
     while True:
-        chunk = fs.cat_file(path, position, position + EXTEND_STEP)
+        chunk = fs.cat_file(path, start=position, end=position + EXTEND_STEP)
         if not chunk:
             break
         cut = chunk.find(b"\n")

@@ -6,9 +6,9 @@ buckets. Counters add up, so merging in partition order gives the same numbers (
 float sums, bit for bit) whatever the number of workers. Exact percentiles come from the
 length histogram.
 
-Words are runs of non-whitespace bytes (ASCII whitespace), counted with a vectorized kernel
-over the packed UTF-8 texts; quality buckets are ``high`` (>= 0.8), ``medium`` (>= 0.6),
-``low`` and, when the score is null, ``missing``.
+Words are runs of bytes above 0x20 (separated by ASCII whitespace and control characters),
+counted with a vectorized kernel over the packed UTF-8 texts; quality buckets are ``high``
+(>= 0.8), ``medium`` (>= 0.6), ``low`` and, when the score is null, ``missing``.
 """
 
 from __future__ import annotations
@@ -22,22 +22,41 @@ import numpy as np
 HIGH, MEDIUM = 0.8, 0.6
 PERCENTILES = (5, 25, 50, 75, 95, 99)
 
-_SEPARATOR = np.zeros(256, dtype=bool)
-_SEPARATOR[[0, 9, 10, 11, 12, 13, 32]] = True  # 0 is the padding between packed texts
-
-
 def count_words(buffer: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Words per text in a packed buffer (:func:`gpu.hashing.pack_keys` layout).
 
-    ``starts`` are the byte offsets where texts begin; every text is followed by at least one
-    zero byte, so a word never runs from one text into the next.
+    A word is a run of bytes above 0x20: ASCII whitespace and control characters separate
+    words (as ``str.split()`` does for whitespace). ``starts`` are the byte offsets where texts
+    begin; every text is followed by at least one zero byte, so a word never runs from one
+    text into the next.
     """
     if len(starts) == 0:
         return np.zeros(0, dtype=np.int64)
-    word = ~_SEPARATOR[buffer]
-    begins = word.copy()
-    begins[1:] &= ~word[:-1]
-    return np.add.reduceat(begins, starts, dtype=np.int64)
+    word = buffer > 32
+    begins = np.empty_like(word)
+    begins[0] = word[0]
+    np.greater(word[1:], word[:-1], out=begins[1:])  # word byte after a separator
+    positions = np.flatnonzero(begins)
+    bounds = np.searchsorted(positions, np.append(starts, len(buffer)))
+    return np.diff(bounds)
+
+
+def words_and_bytes(texts: list[str], batch_bytes: int = 4 << 20) -> tuple[int, int]:
+    """Total words and UTF-8 bytes of ``texts`` (the same definitions as the export job)."""
+    from gpu.hashing import pack_keys
+
+    words = nbytes = 0
+    start = 0
+    while start < len(texts):
+        stop, size = start, 0
+        while stop < len(texts) and (size < batch_bytes or stop == start):
+            size += len(texts[stop]) + 8
+            stop += 1
+        buffer, offsets, lengths = pack_keys([t.encode("utf-8", errors="surrogatepass") for t in texts[start:stop]])
+        words += int(count_words(buffer, offsets[:-1] * 8).sum())
+        nbytes += int(lengths.sum())
+        start = stop
+    return words, nbytes
 
 
 def quality_bucket(score: Any) -> str:
@@ -95,7 +114,8 @@ class SplitStats:
         """A JSON-safe form (lists of pairs, since JSON object keys are strings)."""
         return {
             "count": self.count, "chars": self.chars, "bytes": self.bytes, "words": self.words, "tokens": self.tokens,
-            "lengths": sorted(self.lengths.items()), "domains": sorted(self.domains.items()),
+            # Flat [length, count, ...]: progress records copy this list, flat ints copy fastest.
+            "lengths": [x for pair in sorted(self.lengths.items()) for x in pair], "domains": sorted(self.domains.items()),
             "quality": sorted(self.quality.items()), "quality_sum": self.quality_sum,
         }
 
@@ -104,7 +124,7 @@ class SplitStats:
         """Inverse of :meth:`to_json`."""
         return cls(
             data["count"], data["chars"], data["bytes"], data["words"], data["tokens"],
-            Counter({int(k): v for k, v in data["lengths"]}), Counter(dict(data["domains"])),
+            Counter(dict(zip(data["lengths"][::2], data["lengths"][1::2], strict=True))), Counter(dict(data["domains"])),
             Counter(dict(data["quality"])), float(data["quality_sum"]),
         )
 

@@ -15,7 +15,8 @@ import orjson
 from pipeline.compression import compressed, suffix
 
 FORMATS = ("jsonl", "parquet")
-PARQUET_CODEC = "zstd"  # the codec of part files; assemble.join_parquet joins with zstd too
+PARQUET_CODEC = "zstd"
+WRITE_BATCH = 512  # records per write call  # the codec of part files; assemble.join_parquet joins with zstd too
 
 
 def extension(fmt: str, compression: str | None) -> str:
@@ -25,11 +26,11 @@ def extension(fmt: str, compression: str | None) -> str:
 
 def write_jsonl(handle: IO[bytes], records: list[dict], compression: str | None = None) -> None:
     """One JSON object per line, UTF-8 (not \\u-escaped), ``\\n`` after every record."""
+    dumps = orjson.dumps
     with compressed(handle, compression) as out:
-        if records:
-            dumps = orjson.dumps
-            out.write(b"\n".join([dumps(r) for r in records]))
-            out.write(b"\n")
+        # Batches of lines: one write per batch, without building the whole part in memory.
+        for start in range(0, len(records), WRITE_BATCH):
+            out.write(b"".join([dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records[start : start + WRITE_BATCH]]))
 
 
 def write_parquet(handle: IO[bytes], records: list[dict], arrow_schema: Any, json_paths: list[str] = ()) -> None:
@@ -44,7 +45,11 @@ def write_parquet(handle: IO[bytes], records: list[dict], arrow_schema: Any, jso
     if json_paths and records:
         records = [_json_encode(rec, [p.split(".") for p in json_paths]) for rec in records]
     table = pa.Table.from_pylist(records, schema=arrow_schema)
-    pq.write_table(table, handle, compression=PARQUET_CODEC)
+    # Written to memory first: pyarrow wants a seekable file object with ``closed``, and the
+    # handle may be a hashing wrapper or an S3 stream. A part is bounded by the chunk size.
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression=PARQUET_CODEC)
+    handle.write(memoryview(buffer.getvalue()))
 
 
 def _json_encode(rec: dict, paths: list[list[str]]) -> dict:

@@ -44,6 +44,9 @@ class _Missing:
     def __repr__(self) -> str:
         return "MISSING"
 
+    def __reduce__(self) -> str:
+        return "MISSING"  # unpickles as this module's singleton: identity checks keep working
+
 
 MISSING: Any = _Missing()
 
@@ -84,22 +87,18 @@ class Schema:
         problems = _check(self)
         if problems:
             raise UserError("schema: " + "; ".join(problems))
-        object.__setattr__(self, "_plan", [(tuple(f.out.split(".")), _path(f.source), _COERCE[f.type] if f.out != self.text else None, f) for f in self.fields])
+        object.__setattr__(self, "_build", _compile(self))
         used = {f.source.split(".")[0] for f in self.fields if f.source}
         object.__setattr__(self, "_consumed", used | set(self.drop))
+
+    def __reduce__(self) -> tuple:
+        # Ship the description, not the compiled closures; the receiver compiles its own.
+        return (Schema, (self.fields, self.text, self.unmapped, self.drop, self.domain_field, self.quality_field))
 
     # -- mapping ---------------------------------------------------------------------------
     def map_record(self, record: dict) -> dict:
         """The output record for one input record (types coerced where lossless)."""
-        out: dict = {}
-        for out_path, source, coerce, spec in self._plan:  # type: ignore[attr-defined]
-            if source is None:
-                value = spec.value
-            else:
-                value = get_path(record, source)
-                if coerce is not None and value is not MISSING and value is not None:
-                    value = coerce(value)
-            _set(out, out_path, value)
+        out = self._build(record)  # type: ignore[attr-defined]
         if self.unmapped == "metadata":
             extra = [(k, v) for k, v in record.items() if k not in self._consumed]  # type: ignore[attr-defined]
             if extra:
@@ -181,21 +180,62 @@ def get_path(record: dict, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _set(out: dict, path: tuple[str, ...], value: Any) -> None:
-    node = out
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
+def _compile(schema: Schema) -> Any:
+    """A function building an output record: one closure per field, nested dicts in order.
+
+    Mapping runs once per record, so the schema is turned into closures once instead of
+    walking paths for every record.
+    """
+    tree: dict[str, Any] = {}
+    for f in schema.fields:
+        node = tree
+        *parents, leaf = f.out.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _leaf(f, None if f.out == schema.text else _COERCE[f.type])
+
+    def node_fn(node: dict[str, Any]) -> Any:
+        items = [(k, node_fn(v) if isinstance(v, dict) else v) for k, v in node.items()]
+        return lambda rec: {k: fn(rec) for k, fn in items}
+
+    return node_fn(tree)
+
+
+def _leaf(spec: FieldSpec, coerce: Any) -> Any:
+    if spec.source is None:
+        value = spec.value
+        return lambda rec: value
+    path = _path(spec.source)
+    if len(path) == 1:
+        key = path[0]
+        if coerce is None:
+            return lambda rec: rec.get(key, MISSING)
+
+        def top(rec: dict) -> Any:
+            v = rec.get(key, MISSING)
+            return v if v is MISSING or v is None else coerce(v)
+
+        return top
+
+    def nested(rec: dict) -> Any:
+        v = get_path(rec, path)
+        return v if coerce is None or v is MISSING or v is None else coerce(v)
+
+    return nested
 
 
 # -- coercion (lossless only; anything else is left for validation to reject) -------------
 def _to_string(v: Any) -> Any:
+    if type(v) is str:
+        return v
     if isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
     return v
 
 
 def _to_int(v: Any) -> Any:
+    if type(v) is int:
+        return v
     if isinstance(v, bool):
         return v
     if isinstance(v, float) and v.is_integer():
@@ -209,6 +249,8 @@ def _to_int(v: Any) -> Any:
 
 
 def _to_float(v: Any) -> Any:
+    if type(v) is float:
+        return v
     if isinstance(v, bool):
         return v
     if isinstance(v, int):

@@ -58,7 +58,7 @@ class SplitSpec:
             sizes = {n: float(r) for n, r in zip(self.names, self.ratios, strict=True)}
         else:
             sizes = {n: ("rest" if c is None else c) for n, c in zip(self.names, self.counts, strict=True)}
-        return {"splits": sizes, "seed": self.seed, "key": self.key or "text", "mode": "exact" if self.exact else "hash", "hash": ALGORITHM}
+        return {"names": list(self.names), "splits": sizes, "seed": self.seed, "key": self.key or "text", "mode": "exact" if self.exact else "hash", "hash": ALGORITHM}
 
 
 def parse_split(text: str, *, seed: int = 42, key: str | None = None, exact: bool = False) -> SplitSpec:

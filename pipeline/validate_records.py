@@ -39,65 +39,84 @@ _TYPE_OK = {
 }
 
 
-def check_text(text: Any) -> tuple[str, str] | None:
+def check_text(text: Any, *, check_unicode: bool = True) -> tuple[str, str] | None:
     """Reason a text value is unusable, or None when it is fine."""
     if text is MISSING:
         return "missing_text", "the record has no text field"
-    if not isinstance(text, str):
+    if type(text) is not str:
         return "text_not_string", f"text is {_kind(text)}, expected a string"
     if not text or text.isspace():
         return "empty_text", "text is empty or whitespace only"
     if "\x00" in text:
         return "nul_in_text", f"text holds a NUL character at position {text.index(chr(0))}"
-    if not text.isascii():
+    if check_unicode and not text.isascii():
         bad = _SURROGATE.search(text)
         if bad is not None:
             return "invalid_unicode", f"text holds an unpaired surrogate at position {bad.start()} (not valid UTF-8)"
     return None
 
 
-def validate_record(schema: Schema, record: dict, *, exported: bool = False) -> tuple[str, str] | None:
+_PLANS: dict[int, tuple[Schema, list[tuple]]] = {}
+_EXACT = {"string": str, "int": int, "float": float, "bool": bool}
+
+
+def _plan(schema: Schema) -> list[tuple]:
+    """Fields grouped by parent object: ``(parent keys, [(key, path, spec, is_text, type)])``.
+
+    Compiled once per schema (validation runs once per record): the parent of several fields
+    (``metadata``) is looked up once per record, and the common type checks are one ``is``.
+    """
+    entry = _PLANS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for spec in schema.fields:
+            *parents, key = spec.out.split(".")
+            groups.setdefault(tuple(parents), []).append((key, spec.out, spec, spec.out == schema.text, _EXACT.get(spec.type)))
+        entry = _PLANS[id(schema)] = (schema, list(groups.items()))  # kept alive: ids stay unique
+    return entry[1]
+
+
+def validate_record(schema: Schema, record: dict, *, exported: bool = False, check_unicode: bool = True) -> tuple[str, str] | None:
     """``(reason, detail)`` for an invalid record, else None.
 
     For a freshly mapped record (``exported=False``) optional fields that were absent in the
     input are set to ``None`` in place, so a valid record is ready to write. For a record read
     back from an export (``exported=True``) every schema field must be present.
+    ``check_unicode=False`` skips the surrogate scan of the text, for callers that encode the
+    text to UTF-8 anyway (which fails on a surrogate).
     """
-    for spec in schema.fields:
-        parent, key = _locate(record, spec.out)
-        if parent is None:
-            return f"wrong_type:{spec.out.rsplit('.', 1)[0]}", f"{spec.out.rsplit('.', 1)[0]} is not an object"
-        value = parent.get(key, MISSING)
-        if spec.out == schema.text:
-            problem = check_text(value)
-            if problem:
-                return problem
-            continue
-        if value is MISSING:
-            if exported or spec.required:
-                return f"missing_field:{spec.out}", f"{spec.out} is absent"
-            parent[key] = None
-            continue
-        if value is None:
-            if spec.required:
-                return f"missing_field:{spec.out}", f"{spec.out} is null"
-            continue
-        if not _TYPE_OK[spec.type](value):
-            return f"wrong_type:{spec.out}", f"{spec.out} is {_kind(value)} {_short(value)}, expected {spec.type}"
-        if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
-            return "invalid_unicode", f"{spec.out} holds an unpaired surrogate (not valid UTF-8)"
+    for parents, fields in _plan(schema):
+        parent: Any = record
+        for p in parents:
+            parent = parent.get(p, MISSING) if type(parent) is dict else None
+            if parent is MISSING:
+                parent = {}  # an absent parent object: every field below it is absent too
+                break
+        if type(parent) is not dict:
+            where = ".".join(parents)
+            return f"wrong_type:{where}", f"{where} is not an object"
+        for key, out, spec, is_text, exact in fields:
+            value = parent.get(key, MISSING)
+            if is_text:
+                problem = check_text(value, check_unicode=check_unicode)
+                if problem:
+                    return problem
+                continue
+            kind = type(value)
+            if kind is exact and kind is not float:
+                if kind is str and not value.isascii() and _SURROGATE.search(value):
+                    return "invalid_unicode", f"{out} holds an unpaired surrogate (not valid UTF-8)"
+                continue
+            if value is MISSING:
+                if exported or spec.required:
+                    return f"missing_field:{out}", f"{out} is absent"
+                parent[key] = None
+            elif value is None:
+                if spec.required:
+                    return f"missing_field:{out}", f"{out} is null"
+            elif not _TYPE_OK[spec.type](value):
+                return f"wrong_type:{out}", f"{out} is {_kind(value)} {_short(value)}, expected {spec.type}"
     return None
-
-
-def _locate(record: dict, path: str) -> tuple[dict | None, str]:
-    *parents, key = path.split(".")
-    node: Any = record
-    for p in parents:
-        node = node.get(p, MISSING) if isinstance(node, dict) else None
-        if node is MISSING:
-            # An absent parent object: every field below it is absent too.
-            return {}, key
-    return (node if isinstance(node, dict) else None), key
 
 
 def _kind(value: Any) -> str:

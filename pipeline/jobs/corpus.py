@@ -11,6 +11,7 @@ into ``train.jsonl`` … unless ``parts``), ``dataset_stats.json``, the dataset 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 import uuid
@@ -25,7 +26,12 @@ from pipeline.corpus_reader import InputPartition, plan_partitions
 from pipeline.corpus_stats import SplitStats
 from pipeline.errors import UserError
 from pipeline.jobs import corpus_finalize
-from pipeline.jobs.corpus_partition import CorpusTask, export_partition, rank_partition
+from pipeline.jobs.corpus_partition import (
+    CorpusTask,
+    export_partition,
+    load_token_counter,
+    rank_partition,
+)
 from pipeline.output import MANIFEST, PROGRESS, OutputDir, PartRecord
 from pipeline.schema import Schema
 from pipeline.splits import SplitSpec, exact_boundaries, exact_counts, parse_split
@@ -92,30 +98,46 @@ class CorpusExport:
         }
 
 
-def run_corpus_export(spec: CorpusExport, client: Any, *, progress: bool = True) -> dict[str, Any]:
-    """Run a corpus export on ``client``; returns the summary (counts, rejects, files, time)."""
+@dataclass
+class CorpusPlan:
+    """A checked export, ready to run: partitions, output, parameters, tokenizer."""
+
+    spec: CorpusExport
+    partitions: list[InputPartition]
+    output: OutputDir
+    params: dict[str, Any]
+    tokenizer: Any
+    t0: float
+
+
+def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
+    """Everything that can fail on the user's input, before any cluster starts or file is written."""
     t0 = time.perf_counter()
     spec.check()
-    payload = None
-    if spec.tokenizer:
-        from pipeline.tokenize_stage import load_tokenizer
-
-        payload = load_tokenizer(spec.tokenizer)
+    payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
+    if not partitions:
+        raise UserError(f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty)")
     output = OutputDir(spec.out, spec.storage_options)
     _check_output(spec, output, partitions)
-    params = spec.params(partitions, payload)
+    return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
+
+
+def run_corpus_export(spec: CorpusExport | CorpusPlan, client: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Run a corpus export on ``client``; returns the summary (counts, rejects, files, time)."""
+    plan = spec if isinstance(spec, CorpusPlan) else plan_corpus_export(spec)
+    spec, partitions, output, params = plan.spec, plan.partitions, plan.output, plan.params
     if spec.resume and _finished(output):
         output.prepare(params, resume=True)  # refuses a finished run with other parameters
-        return corpus_finalize.existing_summary(output, t0)
+        return corpus_finalize.existing_summary(output, plan.t0)
     ranks = {path: i for i, path in enumerate(sorted({p.path for p in partitions}))}
-    task = CorpusTask(spec.schema, spec.split, spec.format, spec.compression, payload, spec.storage_options, output.fs, output.path)
+    task = CorpusTask(spec.schema, spec.split, spec.format, spec.compression, plan.tokenizer, spec.storage_options, output.fs, output.path)
     bounds = _rank(client, partitions, ranks, task, progress) if spec.split.exact else None
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     fresh = not done
     try:
         results = _export(client, partitions, ranks, task, bounds, done, progress)
-        return corpus_finalize.finalize(spec, output, task, params, results, t0)
+        return corpus_finalize.finalize(spec, output, task, params, results, plan.t0, client)
     except UserError:
         if fresh:
             _remove(output)
@@ -211,7 +233,7 @@ def merge_results(names: tuple[str, ...], results: list[list[PartRecord]]) -> tu
     for records in results:
         *split_parts, rejects = records
         for r in split_parts:
-            stats[r.extra["split"]].merge(SplitStats.from_json(r.extra["stats"]))
+            stats[r.extra["split"]].merge(SplitStats.from_json(json.loads(r.extra["stats"])))
         rejected.update(rejects.extra["rejected"])
         lines += rejects.extra["lines"]
         blank += rejects.extra["blank_lines"]

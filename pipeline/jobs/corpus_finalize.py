@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from typing import Any
 
@@ -18,17 +20,22 @@ from pipeline import dataset_card
 from pipeline.assemble import concatenate, join_parquet
 from pipeline.corpus_stats import SplitStats, dataset_stats
 from pipeline.output import MANIFEST, OutputDir, PartRecord, tool_version
-from pipeline.storage import is_local, write_bytes_atomic
+from pipeline.storage import atomic_open, is_local, write_bytes_atomic
 
 HASH_BUFFER = 8 << 20
 
 
-def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], results: list[list[PartRecord]], t0: float) -> dict[str, Any]:
-    """Publish everything that follows from the part records; returns the run summary."""
+def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], results: list[list[PartRecord]], t0: float, client: Any = None) -> dict[str, Any]:
+    """Publish everything that follows from the part records; returns the run summary.
+
+    With a ``client``, the histograms are drawn on the (otherwise idle) workers while this
+    process joins the split files.
+    """
     from pipeline.jobs.corpus import merge_results
 
     names = spec.split.names
     stats_by_split, rejected, accounting = merge_results(names, results)
+    pictures = _draw_histograms(stats_by_split, client) if spec.card else {}
     data_files: dict[str, str] = {}
     files: list[PartRecord] = []
     if spec.parts:
@@ -46,6 +53,8 @@ def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], re
             files.append(PartRecord(rejects.path, rejects.rows, rejects.bytes, rejects.sha256, None))
         elif output.fs.exists(output.file(rejects.path)):
             output.fs.rm(output.file(rejects.path))
+    if not any(f.path.startswith("rejects/") for f in files) and output.fs.isdir(output.file("rejects")):
+        output.fs.rm(output.file("rejects"), recursive=True)  # an empty folder locally
     extra = {
         "split": spec.split.as_dict(),
         "format": spec.format,
@@ -56,7 +65,7 @@ def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], re
     stats = dataset_stats(stats_by_split, rejected, accounting, extra)
     extras = [_publish(output, "dataset_stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode())]
     if spec.card:
-        extras += _publish_card(output, spec, stats, stats_by_split, data_files, _example(results))
+        extras += _publish_card(output, spec, stats, pictures, data_files, _example(results))
     if not spec.parts:
         for name in names:
             if output.fs.exists(output.file(name)):
@@ -67,23 +76,68 @@ def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], re
 
 
 def _assemble(output: OutputDir, fmt: str, parts: list[PartRecord], target: str, split: str) -> PartRecord:
-    """One file per split from its parts, in partition order; sha256 read back once."""
+    """One file per split from its parts, in partition order, with its size and sha256."""
     fs = output.fs
     sources = [output.file(r.path) for r in parts]
     path = output.file(target)
-    if fmt == "parquet":
+    rows = sum(r.rows for r in parts)
+    if fmt == "jsonl" and is_local(fs):
+        size, sha = _concatenate_local(fs, sources, path)
+        return PartRecord(target, rows, size, sha, {"split": split})
+    if fmt == "parquet" and not rows:
+        # join_parquet writes nothing without a row group; an empty split is still a valid file.
+        concatenate(fs, sources[:1], path)
+    elif fmt == "parquet":
         join_parquet(fs, sources, path)
     else:
         concatenate(fs, sources, path)
     digest = hashlib.sha256()
     size = 0
-    # The joined file's hash cannot be derived from the parts' hashes: read it once (locally
-    # this is a page-cache read; on S3 a server-side join is still cheaper than a re-upload).
+    # The joined file's hash cannot be derived from the parts' hashes: read it once (on S3 a
+    # server-side join plus one download is still cheaper than streaming through here).
     with fs.open(path, "rb", **({} if is_local(fs) else {"block_size": HASH_BUFFER})) as handle:
         while chunk := handle.read(HASH_BUFFER):
             digest.update(chunk)
             size += len(chunk)
-    return PartRecord(target, sum(r.rows for r in parts), size, digest.hexdigest(), {"split": split})
+    return PartRecord(target, rows, size, digest.hexdigest(), {"split": split})
+
+
+def _concatenate_local(fs: Any, sources: list[str], target: str) -> tuple[int, str]:
+    """Join local parts with in-kernel copies (``copy_file_range``), hashing the parts.
+
+    Copying through Python buffers costs an order of magnitude more on large splits than
+    letting the kernel copy; the hash needs one read of the (page-cached) parts.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_open(fs, target, "wb") as out:
+        out.flush()
+        for src in sources:
+            with open(src, "rb") as handle:
+                n = os.fstat(handle.fileno()).st_size
+                _copy_range(handle, out, n)
+                handle.seek(0)
+                while chunk := handle.read(HASH_BUFFER):
+                    digest.update(chunk)
+                size += n
+    return size, digest.hexdigest()
+
+
+def _copy_range(src: Any, out: Any, n: int) -> None:
+    done = 0
+    try:
+        while done < n:
+            copied = os.copy_file_range(src.fileno(), out.fileno(), n - done)
+            if copied == 0:
+                break
+            done += copied
+    except OSError:
+        pass  # e.g. across filesystems on old kernels: finish with a buffered copy
+    if done < n:
+        src.seek(done)
+        out.seek(0, os.SEEK_END)
+        shutil.copyfileobj(src, out, HASH_BUFFER)
+        out.flush()
 
 
 def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
@@ -91,10 +145,18 @@ def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
     return PartRecord(relative, 0, len(data), hashlib.sha256(data).hexdigest(), None)
 
 
-def _publish_card(output: OutputDir, spec: Any, stats: dict, by_split: dict[str, SplitStats], data_files: dict[str, str], example: dict | None) -> list[PartRecord]:
+def _draw_histograms(by_split: dict[str, SplitStats], client: Any) -> dict[str, Any]:
+    """PNG bytes per split, or futures of them when a client can draw them elsewhere."""
+    jobs = {name: (s.lengths, f"{name}: {s.count:,} documents") for name, s in by_split.items()}
+    if client is None:
+        return {name: dataset_card.histogram_png(*args) for name, args in jobs.items()}
+    return {name: client.submit(dataset_card.histogram_png, *args, pure=False) for name, args in jobs.items()}
+
+
+def _publish_card(output: OutputDir, spec: Any, stats: dict, pictures: dict[str, Any], data_files: dict[str, str], example: dict | None) -> list[PartRecord]:
     out = []
-    for name, s in by_split.items():
-        png = dataset_card.histogram_png(s.lengths, f"{name}: {s.count:,} documents")
+    for name, png in pictures.items():
+        png = png if isinstance(png, bytes) else png.result()
         out.append(_publish(output, dataset_card.image_path(name), png))
     pretty = output.url.rstrip("/").rsplit("/", 1)[-1] or "corpus"
     text = dataset_card.render_card(stats, data_files, pretty_name=pretty, example=example, command=spec.command)
@@ -107,7 +169,7 @@ def _example(results: list[list[PartRecord]]) -> dict | None:
     for records in results:
         for r in records[:-1]:
             if r.extra.get("example") is not None:
-                return r.extra["example"]
+                return json.loads(r.extra["example"])
     return None
 
 

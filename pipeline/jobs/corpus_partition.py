@@ -8,11 +8,14 @@ the driver builds the manifest and ``dataset_stats.json`` without reading anythi
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from gpu.hashing import bucket, hash_keys, hash_packed, pack_keys
 from pipeline import corpus_writers
@@ -25,13 +28,60 @@ from pipeline.corpus_reader import (
     record_text,
 )
 from pipeline.corpus_stats import SplitStats, count_words
+from pipeline.errors import UserError
 from pipeline.output import PartRecord, write_part
 from pipeline.schema import Schema, get_path
 from pipeline.splits import Boundary, SplitSpec, exact_mode_assign, key_bytes
-from pipeline.tokenize_stage import backend_for
 from pipeline.validate_records import validate_record
 
 BATCH_BYTES = 4 << 20  # texts packed per kernel call (keeps temporaries small and warm)
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """A tokenizer as workers receive it: the Rust tokenizer's JSON (parsed once per process)."""
+
+    json: str
+    sha256: str
+    name: str
+
+
+def load_token_counter(path: str) -> TokenCounter:
+    """A local tokenizer (``tokenizer.json`` or a folder saved by ``save_pretrained``)."""
+    import hashlib
+    import os
+
+    candidate = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if os.path.isfile(candidate) and candidate.endswith(".json"):
+        # tokenizer.json is all a count needs; skipping transformers saves seconds per run.
+        from tokenizers import Tokenizer
+
+        try:
+            text = Tokenizer.from_file(candidate).to_str()
+        except Exception as exc:  # the Rust parser raises plain Exceptions for bad files
+            raise UserError(f"cannot load tokenizer {path!r} ({' '.join(str(exc).split())[:200]}); pass a tokenizer.json or a folder saved by save_pretrained") from None
+    else:
+        from pipeline.tokenize_stage import load_tokenizer
+
+        text = load_tokenizer(path).json
+    name = os.path.basename(path.rstrip("/")) or path
+    return TokenCounter(text, hashlib.sha256(text.encode()).hexdigest(), name)
+
+
+_COUNTERS: dict[str, Any] = {}
+
+
+def counter_backend(counter: TokenCounter) -> Any:
+    """The Rust tokenizer of ``counter``, parsed once per process."""
+    backend = _COUNTERS.get(counter.sha256)
+    if backend is None:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(counter.json)
+        backend.no_truncation()
+        backend.no_padding()
+        _COUNTERS[counter.sha256] = backend
+    return backend
 
 
 @dataclass(frozen=True)
@@ -42,7 +92,7 @@ class CorpusTask:
     split: SplitSpec
     format: str
     compression: str | None
-    tokenizer: Any  # a tokenize_stage.TokenizerPayload, or None
+    tokenizer: TokenCounter | None
     input_options: dict[str, Any]
     out_fs: Any
     out_base: str
@@ -74,6 +124,7 @@ class Transformed:
 class _Valid:
     records: list[dict] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # UTF-8 of the texts
     keys: list[bytes] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
 
@@ -85,7 +136,16 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
     valid, rejects = _Valid(), list(data.rejects)
     for rec in data.records:
         mapped = schema.map_record(rec)
-        problem = validate_record(schema, mapped)
+        problem = validate_record(schema, mapped, check_unicode=False)
+        encoded = b""
+        if problem is None:
+            text = mapped
+            for p in text_path:
+                text = text[p]
+            try:
+                encoded = text.encode("utf-8")  # needed for hashing and words; fails on surrogates
+            except UnicodeEncodeError as exc:
+                problem = ("invalid_unicode", f"text holds an unpaired surrogate at position {exc.start} (not valid UTF-8)")
         if problem is None and key_parts is not None:
             kb = key_bytes(get_path(rec, key_parts))
             if kb is None:
@@ -95,12 +155,11 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
         if problem is not None:
             rejects.append(make_reject(rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec)))
             continue
-        text = mapped
-        for p in text_path:
-            text = text[p]
         valid.records.append(mapped)
         valid.texts.append(text)
+        valid.encoded.append(encoded)
         valid.offsets.append(rec.offset)
+    rejects.sort(key=lambda r: r["offset"])  # file order, whether parsing or validation refused it
     return valid, rejects
 
 
@@ -114,10 +173,9 @@ def _hashes_and_words(valid: _Valid, seed: int, key_is_text: bool) -> tuple[np.n
     while start < n:
         stop, size = start, 0
         while stop < n and (size < BATCH_BYTES or stop == start):
-            size += len(valid.texts[stop]) + 8
+            size += len(valid.encoded[stop]) + 8
             stop += 1
-        encoded = [t.encode("utf-8") for t in valid.texts[start:stop]]
-        buffer, offsets, lengths = pack_keys(encoded)
+        buffer, offsets, lengths = pack_keys(valid.encoded[start:stop])
         if key_is_text:
             hashes[start:stop] = hash_packed(np, buffer.view("<u8"), offsets, lengths, seed)
         words[start:stop] = count_words(buffer, offsets[:-1] * 8)
@@ -150,7 +208,7 @@ def transform(data: PartitionData, task: CorpusTask, bounds: list[Boundary] | No
     members: list[list[int]] = [[] for _ in range(k)]
     for i, s in enumerate(split_of.tolist()):
         members[s].append(i)
-    tokenizer = backend_for(task.tokenizer) if task.tokenizer is not None else None
+    tokenizer = counter_backend(task.tokenizer) if task.tokenizer is not None else None
     schema = task.schema
     for s, idx in enumerate(members):
         recs = [valid.records[i] for i in idx]
@@ -173,8 +231,30 @@ def _field(record: dict, path: str) -> Any:
 
 
 # -- tasks ---------------------------------------------------------------------------------
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process re-use the memory a partition frees instead of faulting in fresh pages.
+
+    A partition allocates and frees hundreds of MB (line buffers, parsed records, output);
+    glibc returns large blocks to the OS at once (and Dask's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536``), so every partition pays page faults for all of it again
+    — measured as a third of the worker CPU time. Serving allocations below 256 MiB from the
+    heap and keeping up to 512 MiB free there makes the next partition re-use warm pages;
+    memory stays bounded by one partition's peak. Linux/glibc only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+
+
 def export_partition(part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None = None) -> list[PartRecord]:
     """Read, transform and write one partition; returns its part records (splits, rejects)."""
+    keep_freed_memory()
     data = read_partition_data(part, task.input_options)
     result = transform(data, task, bounds, file_rank)
     records = []
@@ -187,8 +267,10 @@ def export_partition(part: InputPartition, file_rank: int, task: CorpusTask, bou
                 corpus_writers.write_parquet(handle, recs, arrow, json_paths)
             else:
                 corpus_writers.write_jsonl(handle, recs, task.compression)
-            example = _shorten(recs[0]) if recs else None
-            return len(recs), {"partition": part.index, "split": name, "stats": stats.to_json(), "example": example}
+            # As JSON text: progress records are stored with sorted keys, the example keeps its order.
+            example = orjson.dumps(_shorten(recs[0])).decode() if recs else None
+            # Statistics as JSON text too: the part record is deep-copied and stored, one string is cheap.
+            return len(recs), {"partition": part.index, "split": name, "stats": orjson.dumps(stats.to_json()).decode(), "example": example}
 
         records.append(write_part(task.out_fs, task.out_base, rel, write))
     reasons = Counter(r["reason"] for r in result.rejects)
@@ -213,6 +295,7 @@ def _shorten(value: Any) -> Any:
 
 def rank_partition(part: InputPartition, task: CorpusTask) -> tuple[np.ndarray, np.ndarray]:
     """Exact mode, first pass: ``(hashes, offsets)`` of the partition's valid records."""
+    keep_freed_memory()
     data = read_partition_data(part, task.input_options)
     valid, _ = _validate(data, task)
     hashes, _, _ = _hashes_and_words(valid, task.split.seed, task.split.key is None)
