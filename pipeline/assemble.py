@@ -10,7 +10,9 @@ streamed through this process instead (they are small by definition).
 from __future__ import annotations
 
 import io
+import os
 import shutil
+from typing import IO
 
 import fsspec
 
@@ -35,7 +37,33 @@ def concatenate(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) 
     with atomic_open(fs, target, "wb") as out:
         for path in sources:
             with fs.open(path, "rb") as src:
-                shutil.copyfileobj(src, out, COPY_BUFFER)
+                if is_local(fs):
+                    copy_local(src, out)
+                else:
+                    shutil.copyfileobj(src, out, COPY_BUFFER)
+
+
+def copy_local(src: IO[bytes], out: IO[bytes]) -> None:
+    """Append local file ``src`` to ``out`` with in-kernel copies (``copy_file_range``).
+
+    Copying through Python buffers costs an order of magnitude more on large files.
+    """
+    out.flush()
+    n = os.fstat(src.fileno()).st_size - src.tell()
+    done = 0
+    try:
+        while done < n:
+            copied = os.copy_file_range(src.fileno(), out.fileno(), n - done)
+            if copied == 0:
+                break
+            done += copied
+    except OSError:
+        pass  # e.g. across filesystems on old kernels: finish with a buffered copy
+    if done < n:
+        src.seek(done)
+        out.seek(0, os.SEEK_END)
+        shutil.copyfileobj(src, out, COPY_BUFFER)
+        out.flush()
 
 
 def join_parquet(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) -> None:

@@ -20,10 +20,22 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="compute backend (default cpu)")
 
 
-def add_output_args(parser: argparse.ArgumentParser, *, chunk_size: int) -> None:
-    """``--chunk-size``, ``--overwrite | --resume`` and ``--storage-options``."""
+def add_output_args(
+    parser: argparse.ArgumentParser,
+    *,
+    chunk_size: int,
+    chunk_type: Any = int,
+    chunk_metavar: str = "N",
+    chunk_help: str | None = None,
+) -> None:
+    """``--chunk-size``, ``--overwrite | --resume`` and ``--storage-options``.
+
+    ``--chunk-size`` counts records for token exports; jobs that cut input by bytes pass their
+    own type, metavar and help.
+    """
     group = parser.add_argument_group("output")
-    group.add_argument("--chunk-size", type=int, default=chunk_size, metavar="N", help=f"records per task and part file (default {chunk_size})")
+    help_text = chunk_help or f"records per task and part file (default {chunk_size})"
+    group.add_argument("--chunk-size", type=chunk_type, default=chunk_size, metavar=chunk_metavar, help=help_text)
     mode = group.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     mode.add_argument("--resume", action="store_true", help="finish an interrupted run, skipping completed parts")

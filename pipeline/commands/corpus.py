@@ -53,12 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any record was rejected")
     p.add_argument("--no-card", dest="card", action="store_false", help="do not write README.md and histograms")
     add_cluster_args(p)
-    add_output_args(p, chunk_size=DEFAULT_PARTITION)
-    # The shared --chunk-size counts records for token exports; corpus input is cut by bytes.
-    chunk = p._option_string_actions["--chunk-size"]
-    chunk.type = parse_size
-    chunk.metavar = "BYTES"
-    chunk.help = "input bytes per task (default 64M; accepts 64M, 1G)"
+    add_output_args(p, chunk_size=DEFAULT_PARTITION, chunk_type=parse_size, chunk_metavar="BYTES", chunk_help="input bytes per task (default 64M; accepts 64M, 1G)")
     p.set_defaults(func=run)
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import Any
 
 from pipeline import dataset_card
-from pipeline.assemble import concatenate, join_parquet
+from pipeline.assemble import concatenate, copy_local, join_parquet
 from pipeline.corpus_stats import SplitStats, dataset_stats
 from pipeline.output import MANIFEST, OutputDir, PartRecord, tool_version
 from pipeline.storage import atomic_open, is_local, write_bytes_atomic
@@ -115,29 +114,12 @@ def _concatenate_local(fs: Any, sources: list[str], target: str) -> tuple[int, s
         for src in sources:
             with open(src, "rb") as handle:
                 n = os.fstat(handle.fileno()).st_size
-                _copy_range(handle, out, n)
+                copy_local(handle, out)
                 handle.seek(0)
                 while chunk := handle.read(HASH_BUFFER):
                     digest.update(chunk)
                 size += n
     return size, digest.hexdigest()
-
-
-def _copy_range(src: Any, out: Any, n: int) -> None:
-    done = 0
-    try:
-        while done < n:
-            copied = os.copy_file_range(src.fileno(), out.fileno(), n - done)
-            if copied == 0:
-                break
-            done += copied
-    except OSError:
-        pass  # e.g. across filesystems on old kernels: finish with a buffered copy
-    if done < n:
-        src.seek(done)
-        out.seek(0, os.SEEK_END)
-        shutil.copyfileobj(src, out, HASH_BUFFER)
-        out.flush()
 
 
 def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
