@@ -23,6 +23,7 @@ are fetched with byte-range requests, never by downloading the whole ``.bin``.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
@@ -86,7 +87,6 @@ class IndexedDataset:
         off += n_seq * 8
         self.doc_idx = np.frombuffer(idx_bytes, np.int64, n_doc, off)
         self._check_consistent()
-        self._bin: np.ndarray | None = None
         self.token_starts = self.pointers // self.dtype.itemsize
 
     def _read_idx(self) -> np.ndarray | bytes:
@@ -130,33 +130,42 @@ class IndexedDataset:
         return max(len(self.doc_idx) - 1, 0)
 
     # -- token access ----------------------------------------------------------------------
-    def _bin_map(self) -> np.ndarray:
-        if self._bin is None:
-            if self.num_tokens == 0:
-                self._bin = np.zeros(0, self.dtype)
-            else:
-                self._bin = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
-        return self._bin
-
     def read(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Concatenate token ranges ``[starts[k], starts[k] + lengths[k])`` (in tokens).
 
-        One vectorized gather locally; one batch of byte-range requests remotely.
+        Locally each range is read with ``pread`` straight into the result: a memory map kept
+        open would keep every page a worker ever touched in its resident memory, which grows
+        with the dataset and makes Dask pause the worker. Remotely one batch of byte-range
+        requests.
         """
         starts = np.asarray(starts, np.int64)
         lengths = np.asarray(lengths, np.int64)
         total = int(lengths.sum())
+        out = np.empty(total, self.dtype)
         if total == 0:
-            return np.zeros(0, self.dtype)
-        if self._local:
-            positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-            return np.asarray(self._bin_map()[positions])
-        keep = lengths > 0
+            return out
         item = self.dtype.itemsize
+        keep = lengths > 0
         b0 = starts[keep] * item
-        b1 = b0 + lengths[keep] * item
-        n = int(keep.sum())
-        blobs = self.fs.cat_ranges([self.bin_path] * n, b0.tolist(), b1.tolist())
+        nbytes = lengths[keep] * item
+        if self._local:
+            view = memoryview(out).cast("B")
+            pos = 0
+            fd = os.open(self.bin_path, os.O_RDONLY)
+            try:
+                for offset, size in zip(b0.tolist(), nbytes.tolist(), strict=True):
+                    done = 0
+                    while done < size:
+                        got = os.preadv(fd, [view[pos + done : pos + size]], offset + done)
+                        if got <= 0:
+                            raise UserError(f"{self.bin_path} ended early; the file is truncated, re-copy it")
+                        done += got
+                    pos += size
+            finally:
+                os.close(fd)
+            return out
+        n = len(b0)
+        blobs = self.fs.cat_ranges([self.bin_path] * n, b0.tolist(), (b0 + nbytes).tolist())
         for blob in blobs:
             if isinstance(blob, Exception):
                 raise blob

@@ -260,7 +260,7 @@ def _save(fs: Any, paths: dict[str, str], arrays: tuple[np.ndarray, ...]) -> Non
                 np.save(handle, array)  # byte for byte what GPT-NeoX's np.save writes
         except OSError as exc:
             raise UserError(
-                f"cannot write the GPT-NeoX index {paths[kind]} ({exc}); pass a writable index_prefix or save=False"
+                f"cannot write the GPT-NeoX index {paths[kind]} ({exc}); pass a writable --index (API: batch_info_save_prefix)"
             ) from None
 
 

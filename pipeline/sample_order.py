@@ -161,13 +161,16 @@ class WindowPlan:
     width: int
     pad_token: int
 
-    def gather(self, dataset: IndexedDataset) -> np.ndarray:
-        """Read the windows: ``[n, width]`` int64, padded with ``pad_token``."""
+    def gather(self, dataset: IndexedDataset, dtype: np.dtype = np.int64) -> np.ndarray:
+        """Read the windows: ``[n, width]`` of ``dtype``, padded with ``pad_token``."""
         n = len(self.counts)
-        out = np.full((n, self.width), self.pad_token, np.int64)
+        tokens = dataset.read(self.starts, self.lengths)
+        if len(tokens) == n * self.width:
+            # Every window is full (the common case): no per-token placement needed.
+            return tokens.reshape(n, self.width).astype(dtype, copy=False)
+        out = np.full((n, self.width), self.pad_token, dtype)
         if n == 0:
             return out
-        tokens = dataset.read(self.starts, self.lengths)
         seg_sample = np.repeat(np.arange(n), self.counts)
         sample_total = np.bincount(seg_sample, weights=self.lengths, minlength=n).astype(np.int64)
         sample_start = np.cumsum(sample_total) - sample_total

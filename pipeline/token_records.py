@@ -55,14 +55,9 @@ def _content_fragments(rec: TokenRecords, *, csv: bool = False) -> list[bytes]:
 
         data, offsets = (csv_field_column if csv else json_string_column)(rec.text, rec.text_offsets)
         return [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(n)]
-    if rec.width is not None and n:
-        # One orjson call for the whole 2-D block; rows are separated by "],[" (ints only).
-        block = orjson.dumps(rec.tokens.reshape(n, rec.width), option=orjson.OPT_SERIALIZE_NUMPY)
-        rows = [r for r in block[2:-2].split(b"],[")] if rec.width else [b""] * n
-        frags = [b"[" + r + b"]" for r in rows]
-    else:
-        off = rec.token_offsets
-        frags = [orjson.dumps(rec.tokens[off[i] : off[i + 1]], option=orjson.OPT_SERIALIZE_NUMPY) for i in range(n)]
+    off = rec.token_offsets
+    tokens = rec.tokens
+    frags = [orjson.dumps(tokens[off[i] : off[i + 1]], option=orjson.OPT_SERIALIZE_NUMPY) for i in range(n)]
     if csv:  # TokenSmith writes token lists as "[1, 2, 3]" in CSV
         frags = [b'"' + f.replace(b",", b", ") + b'"' for f in frags]
     return frags

@@ -149,25 +149,28 @@ class ChunkTask:
     header: bool
 
 
-def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str, metadata: dict) -> PartRecord:
-    """Gather, convert and write one chunk (runs on a worker)."""
+def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str, metadata: dict, detok: Any = None) -> PartRecord:
+    """Gather, convert and write one chunk (runs on a worker).
+
+    ``detok`` is the driver's verified Detokenizer, shipped once per worker (its pickle leaves
+    the Hugging Face tokenizer out), so workers never load transformers or rebuild the table.
+    """
     dataset = _dataset(task.prefix, task.options_json)
     n = len(task.ids)
+    # int32 holds every token type but int64 (and megatron's pad -1, which uint16 cannot).
+    narrow = np.int32 if dataset.dtype.itemsize <= 4 else np.int64
     if task.width is not None:
         from pipeline.sample_order import WindowPlan
 
-        windows = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token).gather(dataset)
-        flat = windows.reshape(-1)
+        plan = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token)
+        flat = plan.gather(dataset, narrow).reshape(-1)
         offsets = np.arange(n + 1, dtype=np.int64) * task.width
     else:
-        flat = dataset.read(task.starts, task.lengths)
+        flat = dataset.read(task.starts, task.lengths).astype(narrow, copy=False)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(task.lengths, out=offsets[1:])
-    narrow = np.int32 if dataset.dtype.itemsize <= 4 and dataset.dtype != np.uint32 else np.int64
-    flat = flat.astype(narrow, copy=False)
     text = text_offsets = None
     if spec.content == "text":
-        detok = _detokenizer(spec.tokenizer, spec.skip_special_tokens)
         if spec.backend == "gpu":
             # The kernel runs on the device; writers take host bytes, so copy the result once.
             from gpu.backend import select_backend
@@ -319,6 +322,9 @@ def _run_tasks(client, spec, selection, planner, output, done, metadata, progres
     bar = _progress_bar(n_parts, progress)
     chunks = iter(selection.chunks(spec.chunk_size))
     pending = as_completed(loop=client.loop)
+    detok = None
+    if spec.content == "text":
+        detok = client.scatter(_detokenizer(spec.tokenizer, spec.skip_special_tokens), broadcast=True, hash=False)
 
     def submit_next() -> bool:
         for chunk in chunks:
@@ -328,7 +334,7 @@ def _run_tasks(client, spec, selection, planner, output, done, metadata, progres
                 bar.update(1)
                 continue
             task = planner.task(chunk)
-            pending.add(client.submit(export_chunk, task, spec, output.fs, output.path, metadata, key=f"dexport-tokens-{id(planner)}-{chunk.part}", pure=False))
+            pending.add(client.submit(export_chunk, task, spec, output.fs, output.path, metadata, detok, key=f"dexport-tokens-{id(planner)}-{chunk.part}", pure=False))
             return True
         return False
 
