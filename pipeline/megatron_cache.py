@@ -20,7 +20,6 @@ caller verifies the arrays. This module only does I/O; :mod:`pipeline.megatron_i
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import posixpath
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.storage import atomic_open, is_local, join
+from pipeline.storage import atomic_open, join, load_npy
 
 ARRAY_KINDS = ("document_index", "sample_index", "shuffle_index")
 CLASS_NAME = "GPTDataset"
@@ -148,9 +147,7 @@ def save_cache_entry(
 
 def _load_npy(fs: Any, path: str) -> np.ndarray:
     try:
-        if is_local(fs):
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+        return load_npy(fs, path)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(
             f"cached megatron-core index {path} cannot be read ({exc}); delete the files of this cache entry to rebuild them"

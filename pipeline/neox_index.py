@@ -25,7 +25,6 @@ The returned :class:`SampleOrder` reproduces ``GPT2Dataset.__getitem__``'s Index
 
 from __future__ import annotations
 
-import io
 import math
 import posixpath
 from typing import Any
@@ -42,7 +41,7 @@ from pipeline.neox_build import (
     shuffle_idx_dtype,
 )
 from pipeline.sample_order import SampleOrder
-from pipeline.storage import atomic_open, is_local, join, resolve
+from pipeline.storage import atomic_open, join, load_npy, resolve
 
 SPLITS = ("train", "valid", "test")
 PACKINGS = ("packed", "pack_until_overflow", "unpacked")
@@ -266,9 +265,7 @@ def _save(fs: Any, paths: dict[str, str], arrays: tuple[np.ndarray, ...]) -> Non
 
 def _load(fs: Any, path: str) -> np.ndarray:
     try:
-        if is_local(fs):
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+        return load_npy(fs, path)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(
             f"cached GPT-NeoX index {path} is unreadable ({exc}); delete it to rebuild or pass another index_prefix"

@@ -8,6 +8,7 @@ upload is already atomic, so we write the final key directly.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import UserError
@@ -96,3 +98,10 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     """Publish ``data`` at ``path`` atomically."""
     with atomic_open(fs, path, "wb") as handle:
         handle.write(data)
+
+
+def load_npy(fs: fsspec.AbstractFileSystem, path: str) -> np.ndarray:
+    """Load a ``.npy``: memory-mapped locally (index arrays can be large), fetched whole remotely."""
+    if is_local(fs):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
