@@ -27,9 +27,20 @@ from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.comm.registry import get_backend
 from distributed.deploy import Cluster
 
-from pipeline.errors import UserError
 
 LOCALHOST = "127.0.0.1"
+
+
+class ClusterError(ValueError):
+    """The cluster the user asked for cannot be had (exit status ``exit_code``).
+
+    ``cluster/`` imports nothing from ``pipeline/``: the command line treats any exception
+    carrying an ``exit_code`` as a one-line error.
+    """
+
+    exit_code = 2
+
+
 GPU_EXTRA_FIX = "install the gpu extra: pip install 'dexport[gpu]'"
 
 
@@ -56,7 +67,7 @@ def get_client(
     ``backend`` (``cpu``, ``gpu`` or ``auto``) only chooses the kind of embedded cluster;
     ``set_as_default`` applies to the clients this call creates (see the module docstring).
     Conflicting or invalid arguments, an unreachable scheduler and a missing ``dask_cuda``
-    raise :class:`~pipeline.errors.UserError`.
+    raise :class:`ClusterError`.
     """
     _check_arguments(scheduler, scheduler_file, workers, backend, threads_per_worker, client)
     if client is not None:
@@ -110,7 +121,7 @@ def _check_arguments(
     if backend not in ("cpu", "gpu", "auto"):
         problems.append(f"unknown backend {backend!r}; use --backend auto, cpu or gpu")
     if problems:
-        raise UserError("; ".join(problems))
+        raise ClusterError("; ".join(problems))
 
 
 def _connect(
@@ -129,7 +140,7 @@ def _connect(
         return Client(scheduler, timeout=timeout, set_as_default=set_as_default)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise UserError(
+        raise ClusterError(
             f"cannot connect to the Dask scheduler at {scheduler!r} ({reason}); "
             f"check {source} and that the scheduler is running"
         ) from None
@@ -144,7 +155,7 @@ def _check_address(address: str, source: str) -> None:
         if scheme in ("tcp", "tls", "ws", "wss"):
             parse_host_port(location)
     except ValueError as exc:
-        raise UserError(
+        raise ClusterError(
             f"{address!r} is not a Dask scheduler address ({exc}); "
             f"check {source}: it must look like tcp://HOST:PORT"
         ) from None
@@ -167,10 +178,10 @@ def _read_scheduler_file(path: str, timeout: float) -> str:
             break
         time.sleep(0.05)
     if not os.path.exists(path):
-        raise UserError(
+        raise ClusterError(
             f"scheduler file {path} does not exist; start the scheduler with --scheduler-file {path} or fix the path"
         )
-    raise UserError(
+    raise ClusterError(
         f"scheduler file {path} holds no scheduler address; pass the file written by 'dask scheduler --scheduler-file'"
     )
 
@@ -191,7 +202,7 @@ def _start_cluster(backend: str, workers: int | None, threads_per_worker: int) -
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
-            raise UserError(
+            raise ClusterError(
                 f"backend 'gpu' needs dask_cuda, which is not installed; {GPU_EXTRA_FIX}"
             ) from None
         # n_workers=None: one worker per visible GPU, which is what dask_cuda is built around.

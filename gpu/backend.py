@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import UserError
+from gpu.errors import BackendError
 
 BACKEND_NAMES = ("auto", "cpu", "gpu")
 
@@ -52,11 +52,11 @@ def select_backend(name: str) -> Backend:
 
     ``auto`` picks the GPU only when CuPy, cuDF and dask_cudf import and a CUDA device is
     visible; otherwise the CPU. Asking for ``gpu`` without them, or for an unknown name, raises
-    :class:`~pipeline.errors.UserError`.
+    :class:`~gpu.errors.BackendError`.
     """
     key = str(name).strip().lower()
     if key not in BACKEND_NAMES:
-        raise UserError(f"unknown backend {name!r}; use --backend auto, cpu or gpu")
+        raise BackendError(f"unknown backend {name!r}; use --backend auto, cpu or gpu")
     if key == "cpu":
         return CPU
     missing = gpu_missing()
@@ -64,7 +64,7 @@ def select_backend(name: str) -> Backend:
         return _gpu_backend()
     if key == "auto":
         return CPU
-    raise UserError(
+    raise BackendError(
         f"backend 'gpu' needs CuPy, cuDF, dask_cudf and a CUDA device (missing: {', '.join(missing)}); "
         "install dexport[gpu] or use --backend cpu"
     )

@@ -19,7 +19,7 @@ import numpy as np
 
 from gpu.byte_table import KIND_TEXT, ByteTable, UnsupportedDecoder, build_byte_table
 from gpu.detok_kernels import CLEANUP_RULES, decode_windows_cpu, pack_rules
-from pipeline.errors import UserError
+from gpu.errors import BackendError
 
 log = logging.getLogger("dexport.detok")
 _warned: set[tuple[str, str]] = set()
@@ -98,7 +98,7 @@ class Detokenizer:
 
         ``path`` is a tokenizer directory (or a name already in the Hugging Face cache);
         nothing is downloaded. A missing or unloadable tokenizer raises
-        :class:`~pipeline.errors.UserError`.
+        :class:`~gpu.errors.BackendError`.
         """
         try:
             from transformers import AutoTokenizer
@@ -107,7 +107,7 @@ class Detokenizer:
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = "" if os.path.exists(str(path)) else " (no such directory)"
-            raise UserError(
+            raise BackendError(
                 f"cannot load tokenizer {str(path)!r}{hint}: {reason[:200]}; pass --tokenizer a "
                 "directory holding tokenizer.json / tokenizer_config.json"
             ) from None

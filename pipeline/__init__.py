@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.api import DatasetManager
-    from pipeline.corpus_api import corpus_stats, export_corpus, validate_export
-    from pipeline.encode_api import encode_corpus
+    from pipeline.corpus.api import export_corpus
+    from pipeline.encode.api import encode_corpus
+    from pipeline.tokens.api import DatasetManager
+    from pipeline.validate.api import corpus_stats, validate_export
 
 _API = {
-    "DatasetManager": "pipeline.api",
-    "export_corpus": "pipeline.corpus_api",
-    "validate_export": "pipeline.corpus_api",
-    "corpus_stats": "pipeline.corpus_api",
-    "encode_corpus": "pipeline.encode_api",
+    "DatasetManager": "pipeline.tokens.api",
+    "export_corpus": "pipeline.corpus.api",
+    "validate_export": "pipeline.validate.api",
+    "corpus_stats": "pipeline.validate.api",
+    "encode_corpus": "pipeline.encode.api",
 }
 __all__ = ["DatasetManager", "export_corpus", "validate_export", "corpus_stats", "encode_corpus"]
 

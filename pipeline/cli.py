@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from pipeline.errors import UserError
+from pipeline.errors import exit_code_of
 
 # Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
 # ``func`` (a callable taking the parsed args and returning an exit status).
@@ -42,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     except PermissionError as exc:
         print(f"dexport: error: permission denied ({_one_line(exc)}); check credentials or --storage-options", file=sys.stderr)
         return 2
@@ -54,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dexport: interrupted; re-run with --resume to finish", file=sys.stderr)
         return 130
-
+    except Exception as exc:
+        code = exit_code_of(exc)
+        if code is None:
+            raise
+        print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
+        return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,11 @@
-"""Errors a user can cause.
+"""Errors a user or the environment can cause, each with the exit status the CLI ends with.
 
 Every such error carries a one-line message that says what is wrong and what to do about it;
-the command line prints it to stderr and exits with status 2 (no traceback).
+the command line prints it to stderr and exits with the error's ``exit_code`` (no traceback).
+The codes are the same for every command (see DESIGN.md): 1 the data failed its checks, 2 wrong
+usage or bad input, 3 a temporary failure worth retrying with ``--resume``, 130 interrupted.
+``gpu/`` and ``cluster/`` raise their own ``ValueError`` subclasses with an ``exit_code``; the
+command line treats every exception that carries one the same way.
 """
 
 
@@ -11,8 +15,28 @@ class UserError(ValueError):
     A ValueError, so code written against TokenSmith (which raises ValueError) keeps working.
     """
 
+    exit_code = 2
+
+
+class TemporaryFailure(RuntimeError):
+    """Storage or cluster lost or unreachable, output locked: retry later with ``--resume`` (3)."""
+
+    exit_code = 3
+
+
+class DataCheckFailed(RuntimeError):
+    """The run finished but the data failed its checks (exit status 1)."""
+
+    exit_code = 1
+
 
 def gather(problems: list[str]) -> None:
     """Raise one UserError naming every problem found while checking arguments."""
     if problems:
         raise UserError("; ".join(problems))
+
+
+def exit_code_of(exc: BaseException) -> int | None:
+    """The exit status an exception asks for, or None for a bug (which keeps its traceback)."""
+    code = getattr(exc, "exit_code", None)
+    return code if isinstance(code, int) else None

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import tokenizers_fixtures as fixtures  # noqa: E402
 
-from pipeline.indexed_dataset import IndexedDatasetBuilder, token_dtype_for_vocab  # noqa: E402
+from pipeline.formats.indexed_dataset import IndexedDatasetBuilder, token_dtype_for_vocab  # noqa: E402
 
 FAMILIES: dict[str, tuple[str, Callable[[Path], Path | None]]] = {
     "tekken": ("byte-level BPE, Mistral tekken (real, 131k)", fixtures.tekken_tokenizer_dir),
@@ -135,8 +135,8 @@ def timed(fn: Callable[[], object], client=None) -> tuple[float, float, object]:
 
 
 def bench_family(key: str, paths: list[str], tmp: Path, client, workers: int) -> list[str]:
-    from pipeline.encode_api import encode_corpus
-    from pipeline.indexed_dataset import IndexedDataset
+    from pipeline.encode.api import encode_corpus
+    from pipeline.formats.indexed_dataset import IndexedDataset
 
     label, build = FAMILIES[key]
     tokenizer_dir = build(tmp / f"tok-{key}")

@@ -58,9 +58,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from pipeline.indexed_dataset import IndexedDataset, IndexedDatasetBuilder, token_dtype_for_vocab  # noqa: E402
-from pipeline.sample_order import SampleOrder  # noqa: E402
-from pipeline.token_source import TrainingRun, open_sample_order  # noqa: E402
+from pipeline.formats.indexed_dataset import (  # noqa: E402
+    IndexedDataset,
+    IndexedDatasetBuilder,
+    token_dtype_for_vocab,
+)
+from pipeline.tokens.sample_order import SampleOrder  # noqa: E402
+from pipeline.tokens.source import TrainingRun, open_sample_order  # noqa: E402
 
 MIB = 1024 * 1024
 DOCS_SECTION = "## Token export"
@@ -239,14 +243,14 @@ def _import_worker_modules(text: bool) -> None:
     """What a worker imports on its first export task (numba kernels, pandas via Parquet)."""
     import importlib
 
-    names = ["pipeline.jobs.tokens", "pandas"] + (["gpu.text_escape", "gpu.detok", "transformers"] if text else [])
+    names = ["pipeline.tokens.job", "pandas"] + (["gpu.text_escape", "gpu.detok", "transformers"] if text else [])
     for name in names:
         importlib.import_module(name)
 
 
 def _load_detokenizer(tokenizer_path: str) -> None:
     """Fill a worker's detokenizer cache as its first text task would (untimed)."""
-    from pipeline.jobs.tokens import _detokenizer
+    from pipeline.tokens.job import _detokenizer
 
     _detokenizer(tokenizer_path, False)
 
@@ -473,7 +477,7 @@ def run_baselines(b: Bench) -> list[Result]:
 
 def _prepare(b: Bench, content: str, fmt: str, name: str, chunk: int | None = None, stop: int | None = None) -> tuple[Any, float]:
     """A prepared dexport run over samples ``[0, stop)`` and the seconds ``prepare`` took."""
-    from pipeline.jobs.tokens import TokenExport, prepare_token_export
+    from pipeline.tokens.job import TokenExport, prepare_token_export
 
     spec = TokenExport(
         prefix=b.ds.prefix, out=str(b.outs / name), selection_kind="sequence_range",
@@ -488,7 +492,7 @@ def _prepare(b: Bench, content: str, fmt: str, name: str, chunk: int | None = No
 
 def warm_up(b: Bench, client: Any) -> float:
     """First-use imports on every worker, then one small untimed export (not in the timings)."""
-    from pipeline.jobs.tokens import run_token_export
+    from pipeline.tokens.job import run_token_export
 
     t0 = time.perf_counter()
     client.run(_import_worker_modules, not b.args.skip_text)
@@ -501,7 +505,7 @@ def warm_up(b: Bench, client: Any) -> float:
 
 def run_dexport(b: Bench, client: Any, worker_pids: list[int]) -> tuple[list[Result], dict[str, bool]]:
     """(c): tokens JSONL and Parquet, text JSONL on fresh then warm workers; outputs checked."""
-    from pipeline.jobs.tokens import run_token_export
+    from pipeline.tokens.job import run_token_export
 
     def one(content: str, fmt: str, name: str, note: str = "") -> Result:
         """Prepare (untimed, reported when slow), then measure one export."""
@@ -528,7 +532,7 @@ def run_dexport(b: Bench, client: Any, worker_pids: list[int]) -> tuple[list[Res
 
 def run_flatness(b: Bench, client: Any, worker_pids: list[int]) -> list[tuple[int, Result]]:
     """``--all`` as tokens JSONL over datasets of S and factor × S tokens, same chunk size."""
-    from pipeline.jobs.tokens import TokenExport, prepare_token_export, run_token_export
+    from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
 
     args, flat = b.args, []
     _log("memory flatness (whole dataset as tokens, jsonl):")

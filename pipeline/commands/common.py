@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.storage import parse_storage_options
+from pipeline.io.storage import parse_storage_options
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +48,15 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
-    """A Dask client as the cluster arguments ask (embedded local cluster by default)."""
-    from cluster.client import get_client
+def executor_from_args(args: argparse.Namespace, *, tasks: int | None = None) -> Iterator[Any]:
+    """Where the run's tasks go: in this process for a small job, else Dask as the flags ask."""
+    from pipeline.runtime.executor import open_executor
 
-    with get_client(
+    with open_executor(
         scheduler=getattr(args, "scheduler", None),
         scheduler_file=getattr(args, "scheduler_file", None),
         workers=getattr(args, "workers", None),
         backend=getattr(args, "backend", "cpu"),
-    ) as client:
-        yield client
+        tasks=tasks,
+    ) as executor:
+        yield executor

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.commands.common import (
     add_cluster_args,
     add_output_args,
-    client_from_args,
+    executor_from_args,
     storage_options,
 )
 from pipeline.errors import UserError
@@ -59,9 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_spec(args: argparse.Namespace) -> Any:
     """The CorpusExport the arguments describe; every argument problem in one UserError."""
-    from pipeline.jobs.corpus import CorpusExport
-    from pipeline.schema import Schema, load_schema
-    from pipeline.splits import parse_split
+    from pipeline.corpus.job import CorpusExport
+    from pipeline.corpus.splits import parse_split
+    from pipeline.formats.schema import Schema, load_schema
 
     problems: list[str] = []
     options: dict = {}
@@ -108,14 +108,14 @@ def _command_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the export; 0 on success, 1 with --strict when records were rejected."""
     from cluster.client import dashboard_link
-    from pipeline.jobs.corpus import plan_corpus_export, run_corpus_export
+    from pipeline.corpus.job import plan_corpus_export, run_corpus_export
 
     plan = plan_corpus_export(build_spec(args))  # input and output problems before any cluster starts
-    with client_from_args(args) as client:
-        link = dashboard_link(client)
+    with executor_from_args(args, tasks=len(plan.partitions)) as executor:
+        link = dashboard_link(executor.client) if executor.name == "dask" else None
         if link and (args.scheduler or args.scheduler_file):
             print(f"dexport: dashboard {link}", file=sys.stderr)
-        summary = run_corpus_export(plan, client, progress=True)
+        summary = run_corpus_export(plan, executor, progress=True)
     print(format_summary(summary))
     if args.strict and summary["rejected"]:
         print(f"dexport: {summary['rejected']:,} records rejected (--strict); see {summary['out']}/rejects/", file=sys.stderr)

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any
 
-from pipeline.commands.common import add_cluster_args, client_from_args, storage_options
+from pipeline.commands.common import add_cluster_args, executor_from_args, storage_options
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20, "g": 10**9, "gb": 10**9, "gib": 1 << 30}
 
@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, run the job on the cluster, print the summary."""
-    from pipeline.jobs.encode import EncodeJob, run_encode
+    from pipeline.encode.job import EncodeJob, run_encode
 
     job = EncodeJob(
         inputs=list(args.inputs),
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         storage_options=storage_options(args),
     )
     job.check()  # tokenizer, inputs and flags, before a cluster is started
-    with client_from_args(args) as client:
-        summary = run_encode(job, client)
+    with executor_from_args(args, tasks=len(job.partitions or ())) as executor:
+        summary = run_encode(job, executor)
     print_summary(summary)
     return 1 if args.strict and summary["rejected_total"] else 0
 

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the facts, then the chosen records."""
-    from pipeline.indexed_dataset import IndexedDataset
-    from pipeline.token_source import open_sample_order
+    from pipeline.formats.indexed_dataset import IndexedDataset
+    from pipeline.tokens.source import open_sample_order
 
     dataset = IndexedDataset(args.prefix, storage_options(args))
     facts = {

@@ -24,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print (or write) the recomputed statistics; 1 when they differ from the stored ones."""
     from pipeline.commands.common import storage_options
-    from pipeline.corpus_api import corpus_stats
-    from pipeline.storage import resolve
+    from pipeline.io.storage import resolve
+    from pipeline.validate.api import corpus_stats
 
     options = storage_options(args)
     stats = corpus_stats(args.path, options, tokenizer=args.tokenizer)

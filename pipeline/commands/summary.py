@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the summary table."""
     from pipeline.commands.common import storage_options
-    from pipeline.corpus_api import pipeline_summary
+    from pipeline.validate.api import pipeline_summary
 
     rows = pipeline_summary(args.dirs, storage_options(args))
     if args.json:

@@ -8,11 +8,11 @@ import sys
 from pipeline.commands.common import (
     add_cluster_args,
     add_output_args,
-    client_from_args,
+    executor_from_args,
     storage_options,
 )
-from pipeline.selection import parse_cli_selection
-from pipeline.token_source import TrainingRun
+from pipeline.tokens.selection import parse_cli_selection
+from pipeline.tokens.source import TrainingRun
 
 SELECTIONS = ("all", "sequences", "sequence_range", "batches", "batch_range", "documents")
 
@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export and print its summary."""
-    from pipeline.jobs.tokens import TokenExport, prepare_token_export, run_token_export
+    from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
 
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
     )
     prepared = prepare_token_export(spec)  # every check before a cluster starts
-    with client_from_args(args) as client:
-        summary = run_token_export(prepared, client)
+    with executor_from_args(args, tasks=prepared.n_parts) as executor:
+        summary = run_token_export(prepared, executor)
     print_summary(summary)
     return 0
 

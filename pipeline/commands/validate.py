@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the report; 0 when every split passed, else 1."""
     from pipeline.commands.common import storage_options
-    from pipeline.export_validation import format_report, validate_export
-    from pipeline.schema import load_schema
+    from pipeline.formats.schema import load_schema
+    from pipeline.validate.export import format_report, validate_export
 
     options = storage_options(args)
     schema = load_schema(args.schema, options) if args.schema else None

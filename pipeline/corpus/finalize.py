@@ -1,0 +1,197 @@
+"""Finalize a corpus export: split files, ``dataset_stats.json``, dataset card, manifest (last).
+
+Runs on the driver after every partition is written. Order matters for crash safety: split
+files are published (atomically) first, then the statistics and the card, then the part files
+that were joined are removed, and ``_manifest.json`` goes last. A crash anywhere before the
+manifest leaves an incomplete directory that ``--resume`` finishes (re-running only the
+partitions whose parts are gone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from pipeline.corpus import card as dataset_card
+from pipeline.formats.corpus_stats import SplitStats, dataset_stats
+from pipeline.io.assemble import concatenate, copy_local, join_parquet
+from pipeline.io.storage import atomic_open, is_local, write_bytes_atomic
+from pipeline.runtime.output import MANIFEST, OutputDir, PartRecord, tool_version
+
+HASH_BUFFER = 8 << 20
+
+
+def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], results: list[list[PartRecord]], t0: float, executor: Any = None) -> dict[str, Any]:
+    """Publish everything that follows from the part records; returns the run summary.
+
+    With an ``executor``, the histograms are drawn by its (otherwise idle) workers while this
+    process joins the split files.
+    """
+    names = spec.split.names
+    stats_by_split, rejected, accounting = merge_results(names, results)
+    pictures = _draw_histograms(stats_by_split, executor) if spec.card else {}
+    data_files: dict[str, str] = {}
+    files: list[PartRecord] = []
+    if spec.parts:
+        for records in results:
+            files += [PartRecord(r.path, r.rows, r.bytes, r.sha256, {"split": r.extra["split"]}) for r in records[:-1]]
+        data_files = {name: f"{name}/part-*{task.ext}" for name in names}
+    else:
+        for i, name in enumerate(names):
+            target = f"{name}{task.ext}"
+            files.append(_assemble(output, spec.format, [records[i] for records in results], target, name))
+            data_files[name] = target
+    for records in results:
+        rejects = records[-1]
+        if rejects.rows:
+            files.append(PartRecord(rejects.path, rejects.rows, rejects.bytes, rejects.sha256, None))
+        elif output.fs.exists(output.file(rejects.path)):
+            output.fs.rm(output.file(rejects.path))
+    if not any(f.path.startswith("rejects/") for f in files) and output.fs.isdir(output.file("rejects")):
+        output.fs.rm(output.file("rejects"), recursive=True)  # an empty folder locally
+    extra = {
+        "split": spec.split.as_dict(),
+        "format": spec.format,
+        "compression": spec.compression,
+        "tokenizer": params["tokenizer"],
+        "tool": f"dexport {tool_version()}",
+    }
+    stats = dataset_stats(stats_by_split, rejected, accounting, extra)
+    extras = [_publish(output, "dataset_stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode())]
+    if spec.card:
+        extras += _publish_card(output, spec, stats, pictures, data_files, _example(results))
+    if not spec.parts:
+        for name in names:
+            if output.fs.exists(output.file(name)):
+                output.fs.rm(output.file(name), recursive=True)
+    totals = {"documents": stats["total_documents"], "rejected": stats["total_rejected"], "splits": {n: s.count for n, s in stats_by_split.items()}, **{k: accounting[k] for k in ("input_lines", "blank_lines")}}
+    output.finalize(params, "corpus", files, totals, extras)
+    return _summary(output, stats, files + extras, t0)
+
+
+def _assemble(output: OutputDir, fmt: str, parts: list[PartRecord], target: str, split: str) -> PartRecord:
+    """One file per split from its parts, in partition order, with its size and sha256."""
+    fs = output.fs
+    sources = [output.file(r.path) for r in parts]
+    path = output.file(target)
+    rows = sum(r.rows for r in parts)
+    if fmt == "jsonl" and is_local(fs):
+        size, sha = _concatenate_local(fs, sources, path)
+        return PartRecord(target, rows, size, sha, {"split": split})
+    if fmt == "parquet" and not rows:
+        # join_parquet writes nothing without a row group; an empty split is still a valid file.
+        concatenate(fs, sources[:1], path)
+    elif fmt == "parquet":
+        join_parquet(fs, sources, path)
+    else:
+        concatenate(fs, sources, path)
+    digest = hashlib.sha256()
+    size = 0
+    # The joined file's hash cannot be derived from the parts' hashes: read it once (on S3 a
+    # server-side join plus one download is still cheaper than streaming through here).
+    with fs.open(path, "rb", **({} if is_local(fs) else {"block_size": HASH_BUFFER})) as handle:
+        while chunk := handle.read(HASH_BUFFER):
+            digest.update(chunk)
+            size += len(chunk)
+    return PartRecord(target, rows, size, digest.hexdigest(), {"split": split})
+
+
+def _concatenate_local(fs: Any, sources: list[str], target: str) -> tuple[int, str]:
+    """Join local parts with in-kernel copies (``copy_file_range``), hashing the parts.
+
+    Copying through Python buffers costs an order of magnitude more on large splits than
+    letting the kernel copy; the hash needs one read of the (page-cached) parts.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_open(fs, target, "wb") as out:
+        out.flush()
+        for src in sources:
+            with open(src, "rb") as handle:
+                n = os.fstat(handle.fileno()).st_size
+                copy_local(handle, out)
+                handle.seek(0)
+                while chunk := handle.read(HASH_BUFFER):
+                    digest.update(chunk)
+                size += n
+    return size, digest.hexdigest()
+
+
+def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
+    write_bytes_atomic(output.fs, output.file(relative), data)
+    return PartRecord(relative, 0, len(data), hashlib.sha256(data).hexdigest(), None)
+
+
+def _draw_histograms(by_split: dict[str, SplitStats], executor: Any) -> dict[str, Any]:
+    """PNG bytes per split, or futures of them when an executor can draw them elsewhere."""
+    jobs = {name: (s.lengths, f"{name}: {s.count:,} documents") for name, s in by_split.items()}
+    if executor is None:
+        return {name: dataset_card.histogram_png(*args) for name, args in jobs.items()}
+    return {name: executor.submit(dataset_card.histogram_png, *args, key=f"dexport-histogram-{name}-{uuid.uuid4().hex[:8]}") for name, args in jobs.items()}
+
+
+def _publish_card(output: OutputDir, spec: Any, stats: dict, pictures: dict[str, Any], data_files: dict[str, str], example: dict | None) -> list[PartRecord]:
+    out = []
+    for name, png in pictures.items():
+        png = png if isinstance(png, bytes) else png.result()
+        out.append(_publish(output, dataset_card.image_path(name), png))
+    pretty = output.url.rstrip("/").rsplit("/", 1)[-1] or "corpus"
+    text = dataset_card.render_card(stats, data_files, pretty_name=pretty, example=example, command=spec.command)
+    out.append(_publish(output, "README.md", text.encode()))
+    return out
+
+
+def _example(results: list[list[PartRecord]]) -> dict | None:
+    """The first exported record (shortened by the task), to show the record format."""
+    for records in results:
+        for r in records[:-1]:
+            if r.extra.get("example") is not None:
+                return json.loads(r.extra["example"])
+    return None
+
+
+def _summary(output: OutputDir, stats: dict[str, Any], files: list[PartRecord], t0: float) -> dict[str, Any]:
+    seconds = time.perf_counter() - t0
+    return {
+        "out": output.url,
+        "documents": stats["total_documents"],
+        "splits": {n: s["count"] for n, s in stats["splits"].items()},
+        "rejected": stats["total_rejected"],
+        "rejected_by_reason": stats["rejected"],
+        "accounting": stats["accounting"],
+        "files": len(files),
+        "bytes": sum(f.bytes for f in files),
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(stats["total_documents"] / seconds) if seconds else 0,
+    }
+
+
+def existing_summary(output: OutputDir, t0: float) -> dict[str, Any]:
+    """Summary of an export that is already complete (``--resume`` of a finished run)."""
+    manifest = json.loads(output.fs.cat_file(output.file(MANIFEST)))
+    stats = json.loads(output.fs.cat_file(output.file("dataset_stats.json")))
+    files = [PartRecord(**f) for f in manifest["files"]]
+    return {**_summary(output, stats, files, t0), "already_complete": True}
+
+
+def merge_results(names: tuple[str, ...], results: list[list[PartRecord]]) -> tuple[dict[str, SplitStats], Counter, dict[str, int]]:
+    """Statistics per split, rejects by reason and line accounting, merged in partition order."""
+    stats = {name: SplitStats() for name in names}
+    rejected: Counter = Counter()
+    lines = blank = 0
+    for records in results:
+        *split_parts, rejects = records
+        for r in split_parts:
+            stats[r.extra["split"]].merge(SplitStats.from_json(json.loads(r.extra["stats"])))
+        rejected.update(rejects.extra["rejected"])
+        lines += rejects.extra["lines"]
+        blank += rejects.extra["blank_lines"]
+    exported = sum(s.count for s in stats.values())
+    accounting = {"input_lines": lines, "blank_lines": blank, "exported": exported, "rejected": sum(rejected.values())}
+    accounting["balanced"] = lines == blank + exported + accounting["rejected"]
+    return stats, rejected, accounting

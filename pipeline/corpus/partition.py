@@ -1,0 +1,255 @@
+"""Worker side of the corpus export: one input partition → one part per split + its rejects.
+
+``transform`` is the stage chain (a pure function of the partition): map to the schema →
+validate (invalid records aside, with their reason) → key → split → statistics. The task
+functions around it read the partition and write the parts; they return what they wrote, so
+the driver builds the manifest and ``dataset_stats.json`` without reading anything again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from gpu.hashing import bucket, hash_keys, hash_packed, pack_keys
+from pipeline.corpus import writers as corpus_writers
+from pipeline.corpus.splits import Boundary, SplitSpec, exact_mode_assign, key_bytes
+from pipeline.formats.corpus_stats import SplitStats, count_words
+from pipeline.formats.record_checks import validate_record
+from pipeline.formats.schema import Schema, get_path
+from pipeline.formats.tokenizer import TokenCounter, counter_backend
+from pipeline.io.compression import suffix
+from pipeline.io.records import (
+    InputPartition,
+    PartitionData,
+    make_reject,
+    read_partition_data,
+    record_text,
+)
+from pipeline.runtime.output import PartRecord, write_part
+
+BATCH_BYTES = 4 << 20  # texts packed per kernel call (keeps temporaries small and warm)
+
+
+@dataclass(frozen=True)
+class CorpusTask:
+    """What every partition task needs (shipped once per task; small)."""
+
+    schema: Schema
+    split: SplitSpec
+    format: str
+    compression: str | None
+    tokenizer: TokenCounter | None
+    input_options: dict[str, Any]
+    out_fs: Any
+    out_base: str
+
+    @property
+    def ext(self) -> str:
+        return corpus_writers.extension(self.format, self.compression)
+
+    def part_paths(self, index: int) -> list[str]:
+        """Relative paths a partition writes: one per split, then its rejects."""
+        return [f"{name}/part-{index:05d}{self.ext}" for name in self.split.names] + [rejects_path(index, self.compression)]
+
+
+def rejects_path(index: int, compression: str | None) -> str:
+    """Relative path of a partition's rejects file (always JSONL)."""
+    return f"rejects/part-{index:05d}.jsonl{suffix(compression)}"
+
+
+@dataclass
+class Transformed:
+    """Output of the stage chain for one partition."""
+
+    splits: list[list[dict]]
+    stats: list[SplitStats]
+    rejects: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Valid:
+    records: list[dict] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # UTF-8 of the texts
+    keys: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]]:
+    schema, key_path = task.schema, task.split.key
+    key_parts = tuple(key_path.split(".")) if key_path else None
+    text_path = schema.text.split(".")
+    valid, rejects = _Valid(), list(data.rejects)
+    for rec in data.records:
+        mapped = schema.map_record(rec)
+        problem = validate_record(schema, mapped, check_unicode=False)
+        encoded = b""
+        if problem is None:
+            text = mapped
+            for p in text_path:
+                text = text[p]
+            try:
+                encoded = text.encode("utf-8")  # needed for hashing and words; fails on surrogates
+            except UnicodeEncodeError as exc:
+                problem = ("invalid_unicode", f"text holds an unpaired surrogate at position {exc.start} (not valid UTF-8)")
+        if problem is None and key_parts is not None:
+            kb = key_bytes(get_path(rec, key_parts))
+            if kb is None:
+                problem = ("missing_split_key", f"the split key field {key_path!r} is absent or null")
+            else:
+                valid.keys.append(kb)
+        if problem is not None:
+            rejects.append(make_reject(rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec)))
+            continue
+        valid.records.append(mapped)
+        valid.texts.append(text)
+        valid.encoded.append(encoded)
+        valid.offsets.append(rec.offset)
+    rejects.sort(key=lambda r: r["offset"])  # file order, whether parsing or validation refused it
+    return valid, rejects
+
+
+def _hashes_and_words(valid: _Valid, seed: int, key_is_text: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(hashes, words, utf8_lengths)`` per valid record, in packed batches of texts."""
+    n = len(valid.texts)
+    hashes = np.zeros(n, np.uint64)
+    words = np.zeros(n, np.int64)
+    nbytes = np.zeros(n, np.int64)
+    start = 0
+    while start < n:
+        stop, size = start, 0
+        while stop < n and (size < BATCH_BYTES or stop == start):
+            size += len(valid.encoded[stop]) + 8
+            stop += 1
+        buffer, offsets, lengths = pack_keys(valid.encoded[start:stop])
+        if key_is_text:
+            hashes[start:stop] = hash_packed(np, buffer.view("<u8"), offsets, lengths, seed)
+        words[start:stop] = count_words(buffer, offsets[:-1] * 8)
+        nbytes[start:stop] = lengths
+        start = stop
+    if not key_is_text and n:
+        hashes[:] = hash_keys(valid.keys, seed)
+    return hashes, words, nbytes
+
+
+def assign(task: CorpusTask, hashes: np.ndarray, file_rank: int, offsets: list[int], bounds: list[Boundary] | None) -> np.ndarray:
+    """Split index per valid record (hash mode, or exact mode with the global boundaries)."""
+    if bounds is None:
+        return np.asarray(bucket(np, hashes, task.split.thresholds()))
+    files = np.full(len(hashes), file_rank, dtype=np.int64)
+    return exact_mode_assign(hashes, files, np.asarray(offsets, dtype=np.int64), bounds)
+
+
+def transform(data: PartitionData, task: CorpusTask, bounds: list[Boundary] | None = None, file_rank: int = 0) -> Transformed:
+    """The stage chain for one partition: map → validate → key → split → statistics.
+
+    ``file_rank`` (the file's place in the sorted input) only matters in exact mode, where
+    ``(hash, file_rank, offset)`` orders records globally.
+    """
+    valid, rejects = _validate(data, task)
+    hashes, words, nbytes = _hashes_and_words(valid, task.split.seed, task.split.key is None)
+    split_of = assign(task, hashes, file_rank, valid.offsets, bounds)
+    k = len(task.split.names)
+    out = Transformed([[] for _ in range(k)], [SplitStats() for _ in range(k)], rejects)
+    members: list[list[int]] = [[] for _ in range(k)]
+    for i, s in enumerate(split_of.tolist()):
+        members[s].append(i)
+    tokenizer = counter_backend(task.tokenizer) if task.tokenizer is not None else None
+    schema = task.schema
+    for s, idx in enumerate(members):
+        recs = [valid.records[i] for i in idx]
+        texts = [valid.texts[i] for i in idx]
+        domains = [_field(r, schema.domain_field) for r in recs] if schema.domain_field else []
+        scores = [_field(r, schema.quality_field) for r in recs] if schema.quality_field else []
+        tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)) if tokenizer and texts else (0 if tokenizer else None)
+        out.stats[s].add([len(t) for t in texts], int(nbytes[idx].sum()), int(words[idx].sum()), domains, scores, tokens)
+        out.splits[s] = recs
+    return out
+
+
+def _field(record: dict, path: str) -> Any:
+    value: Any = record
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+# -- tasks ---------------------------------------------------------------------------------
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process re-use the memory a partition frees instead of faulting in fresh pages.
+
+    A partition allocates and frees hundreds of MB (line buffers, parsed records, output);
+    glibc returns large blocks to the OS at once (and Dask's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536``), so every partition pays page faults for all of it again
+    — measured as a third of the worker CPU time. Serving allocations below 256 MiB from the
+    heap and keeping up to 512 MiB free there makes the next partition re-use warm pages;
+    memory stays bounded by one partition's peak. Linux/glibc only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+
+
+def export_partition(part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None = None) -> list[PartRecord]:
+    """Read, transform and write one partition; returns its part records (splits, rejects)."""
+    keep_freed_memory()
+    data = read_partition_data(part, task.input_options)
+    result = transform(data, task, bounds, file_rank)
+    records = []
+    arrow = task.schema.arrow_schema() if task.format == "parquet" else None
+    json_paths = [f.out for f in task.schema.fields if f.type == "any"]
+    for name, recs, stats, rel in zip(task.split.names, result.splits, result.stats, task.part_paths(part.index), strict=False):
+
+        def write(handle: Any, recs: list[dict] = recs, stats: SplitStats = stats, name: str = name) -> tuple[int, dict]:
+            if arrow is not None:
+                corpus_writers.write_parquet(handle, recs, arrow, json_paths)
+            else:
+                corpus_writers.write_jsonl(handle, recs, task.compression)
+            # As JSON text: progress records are stored with sorted keys, the example keeps its order.
+            example = orjson.dumps(_shorten(recs[0])).decode() if recs else None
+            # Statistics as JSON text too: the part record is deep-copied and stored, one string is cheap.
+            return len(recs), {"partition": part.index, "split": name, "stats": orjson.dumps(stats.to_json()).decode(), "example": example}
+
+        records.append(write_part(task.out_fs, task.out_base, rel, write))
+    reasons = Counter(r["reason"] for r in result.rejects)
+
+    def write_rejects(handle: Any) -> tuple[int, dict]:
+        corpus_writers.write_jsonl(handle, result.rejects, task.compression)
+        extra = {"partition": part.index, "lines": data.lines, "blank_lines": data.blank_lines, "rejected": dict(sorted(reasons.items()))}
+        return len(result.rejects), extra
+
+    records.append(write_part(task.out_fs, task.out_base, rejects_path(part.index, task.compression), write_rejects))
+    return records
+
+
+def _shorten(value: Any) -> Any:
+    """A record with long strings cut (an example for the dataset card, kept in part records)."""
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
+
+
+def rank_partition(part: InputPartition, task: CorpusTask) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mode, first pass: ``(hashes, offsets)`` of the partition's valid records."""
+    keep_freed_memory()
+    data = read_partition_data(part, task.input_options)
+    valid, _ = _validate(data, task)
+    hashes, _, _ = _hashes_and_words(valid, task.split.seed, task.split.key is None)
+    return hashes, np.asarray(valid.offsets, dtype=np.int64)

@@ -1,1 +1,0 @@
-"""Jobs: each wires stages into a Dask graph and finalizes its output."""

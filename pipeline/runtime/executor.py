@@ -1,0 +1,170 @@
+"""Where tasks run: in this process (threads) or on a Dask cluster, behind one small interface.
+
+A small job runs in the calling process on a thread pool: no cluster to start or stop, no
+worker processes that import the libraries again (and nothing that could re-run a user's
+unguarded script). A larger job, or any job given ``--workers``, ``--scheduler`` or a client,
+runs on Dask. Task ``k`` writes part ``k`` on either, so the choice never changes the bytes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline.errors import TemporaryFailure
+
+# Jobs with at most this many tasks run in-process when no cluster was asked for.
+SMALL_JOB_TASKS = 8
+# A cluster without a single worker for this long is lost: end with exit 3 instead of waiting.
+NO_WORKERS_TIMEOUT_S = float(os.environ.get("DEXPORT_NO_WORKERS_TIMEOUT", "60"))
+
+
+class LocalExecutor:
+    """Tasks on a thread pool of this process (the kernels release the GIL)."""
+
+    name = "local"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self.slots = 2 * self.threads
+        self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="dexport")
+
+    def share(self, value: Any) -> Any:
+        """Make ``value`` available to every task (here: the object itself)."""
+        return value
+
+    def submit(self, fn: Any, *args: Any, key: str) -> cf.Future:
+        """Start ``fn(*args)``."""
+        return self._pool.submit(fn, *args)
+
+    def wait(self, futures: list[Any], timeout: float) -> list[Any]:
+        """The futures of ``futures`` that finished, waiting up to ``timeout`` for the first."""
+        done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return list(done)
+
+    def check_alive(self) -> None:
+        """This process is the cluster: always alive."""
+
+    def cancel(self, futures: list[Any]) -> None:
+        """Drop tasks not started yet (a running thread finishes its task)."""
+        for future in futures:
+            future.cancel()
+
+    def drain(self, futures: list[Any], timeout: float) -> None:
+        """Wait until every task in ``futures`` has stopped (so none writes after a cleanup)."""
+        cf.wait(futures, timeout=timeout)
+
+    def close(self) -> None:
+        """Release the threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Tasks on a ``distributed.Client`` (an embedded cluster or one the user runs)."""
+
+    name = "dask"
+
+    def __init__(self, client: Any) -> None:
+        from distributed import as_completed
+
+        self.client = client
+        self.slots = max(2, 2 * sum(client.nthreads().values()))
+        self._completed = as_completed(loop=client.loop)
+        self._no_workers_since: float | None = None
+        self._last_check = 0.0
+
+    def share(self, value: Any) -> Any:
+        """Send ``value`` to every worker once; tasks receive it by reference."""
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def submit(self, fn: Any, *args: Any, key: str) -> Any:
+        """Start ``fn(*args)`` under the task key ``key``."""
+        future = self.client.submit(fn, *args, key=key, pure=False)
+        self._completed.add(future)
+        return future
+
+    def wait(self, futures: list[Any], timeout: float) -> list[Any]:
+        """Finished futures (polls: ``as_completed`` has no timeout of its own)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [f for f in self._completed.next_batch(block=False)] if self._completed.has_ready() else []
+            if ready or time.monotonic() >= deadline:
+                return ready
+            time.sleep(0.02)
+
+    def check_alive(self) -> None:
+        """Raise TemporaryFailure when the scheduler is gone or has had no worker for too long."""
+        now = time.monotonic()
+        if now - self._last_check < 2.0:
+            return
+        self._last_check = now
+        try:
+            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the scheduler
+            raise TemporaryFailure(f"lost the Dask scheduler ({type(exc).__name__}); finished parts are kept: re-run with --resume") from None
+        if workers:
+            self._no_workers_since = None
+            return
+        self._no_workers_since = self._no_workers_since or now
+        if now - self._no_workers_since > NO_WORKERS_TIMEOUT_S:
+            raise TemporaryFailure(f"every Dask worker was lost and none came back in {NO_WORKERS_TIMEOUT_S:.0f} s; finished parts are kept: re-run with --resume")
+
+    def cancel(self, futures: list[Any]) -> None:
+        """Cancel tasks (a task already running on a worker runs to its end)."""
+        with contextlib.suppress(Exception):
+            self.client.cancel(futures)
+
+    def drain(self, futures: list[Any], timeout: float) -> None:
+        """Wait until the tasks in ``futures`` finished or failed (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(f.done() for f in futures):
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Nothing to release: the client belongs to whoever opened it."""
+
+
+@contextlib.contextmanager
+def open_executor(
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    backend: str = "cpu",
+    tasks: int | None = None,
+    in_process: bool | None = None,
+) -> Iterator[LocalExecutor | DaskExecutor]:
+    """The executor a run should use.
+
+    ``client``, ``scheduler``, ``scheduler_file`` or ``workers`` mean Dask, exactly as given.
+    Otherwise ``in_process=True`` (the Python API's default) or a job of at most
+    :data:`SMALL_JOB_TASKS` tasks runs on threads of this process, and a larger one on an
+    embedded ``LocalCluster`` that is stopped when the run ends.
+    """
+    if client is not None:
+        yield DaskExecutor(client)
+        return
+    asked_for_cluster = scheduler or scheduler_file or workers
+    if not asked_for_cluster and (in_process or (tasks is not None and tasks <= SMALL_JOB_TASKS)):
+        executor = LocalExecutor(min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)))
+        try:
+            yield executor
+        finally:
+            executor.close()
+        return
+    from cluster.client import get_client
+
+    with get_client(scheduler=scheduler, scheduler_file=scheduler_file, workers=workers, backend=backend) as dask_client:
+        yield DaskExecutor(dask_client)
+
+
+def as_executor(target: Any) -> LocalExecutor | DaskExecutor:
+    """``target`` as an executor: an executor is returned as is, a Dask client is wrapped."""
+    if isinstance(target, LocalExecutor | DaskExecutor):
+        return target
+    return DaskExecutor(target)

@@ -1,0 +1,429 @@
+"""The output protocol every job uses: lock, refuse / overwrite / resume, publish, manifest last.
+
+Layout of a run in progress::
+
+    OUT/.dexport-lock                   the run holding the output (host, pid, heartbeat)
+    OUT/part-00000.jsonl ...            data files, each published atomically
+    OUT/.dexport-progress/params.json   the parameters of the run (resume must match them)
+    OUT/.dexport-progress/part-00000.jsonl.json   one record per completed part (rows, bytes, sha256)
+
+``finalize`` writes ``_manifest.json`` (files, rows, bytes, sha256, parameters, version), drops
+the progress folder and releases the lock, so a directory without ``_manifest.json`` is
+incomplete and a finished one holds nothing but data and the manifest.
+
+Rules (the same for every job, on local disk and S3):
+
+- one run per output: a second run (plain, ``--overwrite`` or ``--resume``) is refused with exit
+  3 while the lock is held; a lock whose process is gone (same host) or whose heartbeat stopped
+  (:data:`LOCK_STALE_S`) is taken over;
+- ``--overwrite`` removes only what dexport wrote: the folder must hold dexport's manifest or
+  progress marker, and every file in it must be one the manifest, the progress records or the
+  job's part names account for; anything else is refused, naming the file;
+- ``--resume`` re-uses parts whose size and sha256 still match their records (others are redone)
+  and removes the temporary files of killed runs;
+- a failed run removes only what it created, and only when the failure is the user's (bad input
+  found mid-run) and it started fresh; finished parts of any other failure stay for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+import fsspec
+
+from pipeline.errors import TemporaryFailure, UserError
+from pipeline.io.storage import atomic_open, is_local, join, resolve, write_bytes_atomic
+
+MANIFEST = "_manifest.json"
+PROGRESS = ".dexport-progress"
+LOCK = ".dexport-lock"
+LOCK_HEARTBEAT_S = 15.0
+LOCK_STALE_S = float(os.environ.get("DEXPORT_LOCK_STALE_S", "120"))
+# Temporary names of atomic_open: ".{name}.{32 hex}.tmp" beside the final file.
+TEMP_NAME = re.compile(r"(^|/)\.[^/]+\.[0-9a-f]{32}\.tmp$")
+# Part names every job writes (part-00000.jsonl, train/part-00000.jsonl.gz, rejects/…, shard-…).
+PART_NAMES = (re.compile(r"^(.+/)?(part|shard)-\d{5}\.[A-Za-z0-9.]+$"),)
+HASH_BUFFER = 8 << 20
+
+
+def tool_version() -> str:
+    """The installed dexport version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dexport")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """What one task wrote: enough for the manifest without re-reading the file."""
+
+    path: str  # relative to the output directory
+    rows: int
+    bytes: int
+    sha256: str
+    extra: dict[str, Any] | None = None  # job-specific counters (tokens, rejects by reason, …)
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and computes sha256 as data passes."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._hash.update(data)
+        self.bytes += len(data)
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """Stable JSON bytes (sorted keys, fixed separators) for manifests and parameters."""
+    return (json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+class OutputLock:
+    """``OUT/.dexport-lock``: one run per output, on local disk and S3, with a heartbeat."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
+        self.fs, self.path, self.url = fs, path, url
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return canonical_json({"run": self.token, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()})
+
+    def acquire(self) -> None:
+        """Take the lock or raise TemporaryFailure naming the run that holds it."""
+        held = self._read()
+        if held is not None and not _stale(held):
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("heartbeat", 0)))
+            raise TemporaryFailure(
+                f"output {self.url} is in use by another dexport run (pid {held.get('pid')} on {held.get('host')}, alive at {since}); "
+                f"wait for it to finish, or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
+            )
+        if is_local(self.fs) and held is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:  # O_EXCL: of two runs starting together, exactly one creates the lock
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return self.acquire()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self._body())
+        else:
+            write_bytes_atomic(self.fs, self.path, self._body())
+            if (self._read() or {}).get("run") != self.token:  # another run wrote after us
+                return self.acquire()
+        self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(Exception):
+                write_bytes_atomic(self.fs, self.path, self._body())
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return {}  # unreadable: a run died while writing it; treat as stale
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock (only if it is still ours)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        with contextlib.suppress(FileNotFoundError):
+            if (self._read() or {}).get("run") == self.token:
+                self.fs.rm(self.path)
+
+
+def _stale(held: dict[str, Any]) -> bool:
+    if not held:
+        return True
+    if held.get("host") == socket.gethostname() and not _pid_alive(int(held.get("pid", 0))):
+        return True
+    return time.time() - float(held.get("heartbeat", 0)) > LOCK_STALE_S
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputDir:
+    """An output directory (local or ``s3://``) and the run writing into it.
+
+    ``owned`` adds patterns (regular expressions over paths relative to the directory) of the
+    job's own file names, beyond part files, that an interrupted run may have left.
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *, owned: tuple[str, ...] = ()) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.path = resolve(self.url, self.storage_options)
+        self.owned = PART_NAMES + tuple(re.compile(p) for p in owned)
+        self.lock = OutputLock(self.fs, self.file(LOCK), self.url)
+        self.fresh = True  # no finished part of an earlier run is re-used
+        self._created = False
+
+    # -- paths ----------------------------------------------------------------------------
+    def file(self, relative: str) -> str:
+        """Filesystem path of ``relative`` inside the directory."""
+        return join(self.path, relative)
+
+    def _relative(self, path: str) -> str:
+        return path[len(self.path.rstrip("/")) + 1 :]
+
+    def listing(self) -> list[str]:
+        """Every file under the directory (relative paths), the lock excepted."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.path)  # S3 listings are cached per filesystem object
+        try:
+            found = [p for p in self.fs.find(self.path, withdirs=False) if p != self.path]
+        except FileNotFoundError:
+            return []
+        return [r for r in (self._relative(p) for p in found) if r and r != LOCK]
+
+    def exists(self) -> bool:
+        """True when the directory holds any file (the lock aside)."""
+        return bool(self.listing())
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def prepare(self, params: dict[str, Any], *, overwrite: bool = False, resume: bool = False) -> dict[str, PartRecord]:
+        """Lock the directory and make it ready; return parts already completed (``resume``)."""
+        if overwrite and resume:
+            raise UserError("--overwrite and --resume exclude each other; pass one of them")
+        self._check_writable()
+        self._created = not self._any_object()
+        self.lock.acquire()
+        try:
+            existing = self.listing()
+            if existing and resume:
+                done = self._completed_parts(params, existing)
+                self.fresh = not done
+                return done
+            if existing and not overwrite:
+                raise UserError(f"output {self.url} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+            if existing:
+                self._remove(self.owned_files(existing))
+            write_bytes_atomic(self.fs, self.file(f"{PROGRESS}/params.json"), canonical_json(params))
+            return {}
+        except BaseException:
+            self._release_and_tidy()
+            raise
+
+    def _any_object(self) -> bool:
+        try:
+            return bool(self.fs.exists(self.path))
+        except FileNotFoundError:
+            return False
+
+    def _check_writable(self) -> None:
+        try:
+            if self.fs.isfile(self.path):
+                raise UserError(f"output {self.url} is a file; pass a directory (or a file name with a known extension for one file)")
+        except PermissionError as exc:
+            raise UserError(f"no permission to read {self.url} ({exc}); check the credentials or --storage-options") from None
+
+    def owned_files(self, existing: list[str]) -> list[str]:
+        """The files of ``existing`` dexport wrote; UserError when the folder holds anything else."""
+        manifest = self._read_json(MANIFEST)
+        has_progress = any(p.startswith(f"{PROGRESS}/") for p in existing)
+        if not has_progress and not (isinstance(manifest, dict) and manifest.get("tool") == "dexport"):
+            sample = ", ".join(sorted(existing)[:3])
+            raise UserError(
+                f"--overwrite refused: {self.url} was not written by dexport (it holds {sample}{' …' if len(existing) > 3 else ''}); "
+                "pick another --out or move those files away"
+            )
+        listed = {MANIFEST} | {f["path"] for f in (manifest or {}).get("files", [])} if isinstance(manifest, dict) else set()
+        owned, foreign = [], []
+        for rel in existing:
+            mine = rel in listed or rel.startswith(f"{PROGRESS}/") or TEMP_NAME.search(rel) or (has_progress and any(p.match(rel) for p in self.owned))
+            (owned if mine else foreign).append(rel)
+        if foreign:
+            raise UserError(
+                f"--overwrite refused: {self.url} holds files dexport did not write ({', '.join(sorted(foreign)[:3])}); "
+                "move them away or pick another --out"
+            )
+        return owned
+
+    def _read_json(self, relative: str) -> Any:
+        try:
+            return json.loads(self.fs.cat_file(self.file(relative)))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _completed_parts(self, params: dict[str, Any], existing: list[str]) -> dict[str, PartRecord]:
+        params_path = self.file(f"{PROGRESS}/params.json")
+        if MANIFEST in existing and f"{PROGRESS}/params.json" not in existing:
+            manifest = self._read_json(MANIFEST) or {}
+            if manifest.get("parameters") != json.loads(canonical_json(params)):
+                raise UserError(f"output {self.url} is a finished run with other parameters; pass --overwrite to replace it")
+            return {f["path"]: PartRecord(**f) for f in manifest["files"]}
+        if f"{PROGRESS}/params.json" not in existing:
+            raise UserError(f"output {self.url} holds no interrupted dexport run to resume; pass --overwrite to replace it")
+        previous = json.loads(self.fs.cat_file(params_path))
+        if previous != json.loads(canonical_json(params)):
+            changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
+            raise UserError(f"--resume with other parameters than the interrupted run (differs: {', '.join(changed)}); repeat the original command or pass --overwrite")
+        self._remove([rel for rel in existing if TEMP_NAME.search(rel)])  # killed runs' temporaries
+        present = set(existing)
+        done: dict[str, PartRecord] = {}
+        for rel in existing:
+            if not rel.startswith(f"{PROGRESS}/") or rel == f"{PROGRESS}/params.json":
+                continue
+            record = PartRecord(**json.loads(self.fs.cat_file(self.file(rel))))
+            if record.path in present and self._intact(record):
+                done[record.path] = record
+            else:  # missing or changed since it was recorded: redo it
+                self._remove([rel, record.path] if record.path in present else [rel])
+        return done
+
+    def _intact(self, record: PartRecord) -> bool:
+        """True when the part still has its recorded size and sha256."""
+        path = self.file(record.path)
+        if self.fs.size(path) != record.bytes:
+            return False
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as handle:
+            while block := handle.read(HASH_BUFFER):
+                digest.update(block)
+        return digest.hexdigest() == record.sha256
+
+    def write_part(self, relative: str, write: Any) -> PartRecord:
+        """Publish ``relative`` atomically with ``write(handle) -> (rows, extra)`` and record it."""
+        return write_part(self.fs, self.path, relative, write)
+
+    def finalize(self, params: dict[str, Any], job: str, parts: list[PartRecord], totals: dict[str, Any], extra_files: list[PartRecord] = ()) -> dict[str, Any]:
+        """Write ``_manifest.json`` (last), drop the progress records and release the lock."""
+        files = sorted([*parts, *extra_files], key=lambda r: r.path)
+        manifest = {
+            "tool": "dexport",
+            "version": tool_version(),
+            "job": job,
+            "parameters": json.loads(canonical_json(params)),
+            "files": [asdict(r) for r in files],
+            "totals": totals,
+        }
+        write_bytes_atomic(self.fs, self.file(MANIFEST), canonical_json(manifest))
+        self.drop_progress()
+        self.lock.release()
+        return manifest
+
+    def drop_progress(self) -> None:
+        """Remove the progress records (the run's result is published elsewhere or here)."""
+        if self.fs.exists(self.file(PROGRESS)):
+            self.fs.rm(self.file(PROGRESS), recursive=True)
+
+    def abandon(self, exc: BaseException | None) -> None:
+        """A run ends without a manifest: remove what it created if the user's input failed it.
+
+        Only a fresh run failing with a :class:`UserError` is removed (its output would be
+        refused as changed input by ``--resume`` anyway); after any other failure (lost
+        cluster, Ctrl-C, full disk) its finished parts stay for ``--resume``.
+        """
+        try:
+            if isinstance(exc, UserError) and self.fresh:
+                existing = self.listing()
+                self._remove([rel for rel in existing if rel.startswith(f"{PROGRESS}/") or TEMP_NAME.search(rel) or any(p.match(rel) for p in self.owned)])
+        finally:
+            self._release_and_tidy()
+
+    def discard(self) -> None:
+        """Remove everything of this run (a staging folder whose result was published)."""
+        self._remove(self.listing())
+        self.lock.release()
+        if is_local(self.fs):
+            _remove_empty_dirs(self.path, keep_root=False)
+
+    def _release_and_tidy(self) -> None:
+        self.lock.release()
+        if is_local(self.fs):
+            _remove_empty_dirs(self.path, keep_root=not self._created)
+
+    def _remove(self, relative: list[str]) -> None:
+        for rel in relative:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.file(rel))
+        if is_local(self.fs):
+            _remove_empty_dirs(self.path, keep_root=True)
+
+
+def _remove_empty_dirs(root: str, *, keep_root: bool) -> None:
+    if not os.path.isdir(root):
+        return
+    for folder, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        if folder == root and keep_root:
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # fails (and is left) unless empty
+
+
+def write_part(fs: fsspec.AbstractFileSystem, base: str, relative: str, write: Any) -> PartRecord:
+    """Worker-side: publish one data file and its progress record; return what was written."""
+    with atomic_open(fs, join(base, relative), "wb") as handle:
+        hashing = HashingWriter(handle)
+        rows, extra = write(hashing)
+    record = PartRecord(relative, int(rows), hashing.bytes, hashing.sha256, extra)
+    name = relative.replace("/", "__")
+    write_bytes_atomic(fs, join(base, PROGRESS, f"{name}.json"), canonical_json(asdict(record)))
+    return record
+
+
+def check_disjoint(out: str, inputs: list[str], storage_options: dict[str, Any] | None = None, *, what: str = "--out") -> None:
+    """Refuse an output that equals, contains or lies inside an input (file, prefix or folder).
+
+    ``inputs`` are paths or URLs; a dataset prefix ``data/ds`` stands for ``data/ds.bin`` and
+    ``data/ds.idx``, which callers pass as such.
+    """
+    out_fs, out_path = resolve(out, storage_options)
+    target = _canonical(out_fs, out_path)
+    for item in inputs:
+        if not item:
+            continue
+        in_fs, in_path = resolve(str(item), storage_options)
+        if type(in_fs) is not type(out_fs):
+            continue
+        source = _canonical(in_fs, in_path)
+        if target == source or source.startswith(target + "/") or target.startswith(source + "/"):
+            relation = "is" if target == source else ("contains" if source.startswith(target + "/") else "lies inside")
+            raise UserError(f"{what} {out} {relation} the input {item}; write the export somewhere else")
+
+
+def _canonical(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    path = path.rstrip("/")
+    return os.path.realpath(path) if is_local(fs) else path

@@ -1,0 +1,354 @@
+"""Token export: selection → chunks → (gather windows → detokenize → encode) per task → parts.
+
+The driver loads the sample index, checks the selection and turns each chunk into a small
+window plan (token ranges); a worker task gathers the tokens with one vectorized read,
+detokenizes them, writes its part file atomically and returns what it wrote. The driver keeps
+a bounded number of tasks in flight, so memory is bounded by the chunk size on both sides, and
+part ``k`` always holds chunk ``k`` whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.formats import token_records as tr
+from pipeline.formats.indexed_dataset import IndexedDataset
+from pipeline.io.assemble import concatenate, join_npz, join_parquet
+from pipeline.io.compression import compressed, compression_from_name, suffix
+from pipeline.io.storage import is_local, join, resolve
+from pipeline.runtime.executor import as_executor
+from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
+from pipeline.runtime.progress import Progress
+from pipeline.runtime.runner import Task, run_tasks
+from pipeline.tokens.selection import Chunk, Selection, make_selection
+from pipeline.tokens.source import TrainingRun, open_sample_order
+
+WRITERS = {"jsonl": tr.write_jsonl, "csv": tr.write_csv, "parquet": tr.write_parquet}
+STAGING_SUFFIX = ".dexport-parts"  # a single-file export stages its parts in OUT.dexport-parts/
+FILE_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".npz": "npz", ".parquet": "parquet"}
+
+
+@dataclass
+class TokenExport:
+    """Everything a token export needs; ``check`` validates it before anything is written."""
+
+    prefix: str
+    out: str
+    selection_kind: str
+    selection_value: Any = None
+    run: TrainingRun | None = None  # None for --documents (no training order needed)
+    content: str = "tokens"  # "tokens" or "text"
+    tokenizer: Any = None  # a local path (or a loaded Hugging Face tokenizer, API only)
+    skip_special_tokens: bool = False
+    doc_details: bool = False
+    nested: bool = False
+    format: str | None = None  # inferred from ``out`` when it names a file
+    compression: str | None = None
+    chunk_size: int = 1000
+    overwrite: bool = False
+    resume: bool = False
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "cpu"  # cpu | gpu | auto: where detokenization runs
+
+    def single_file(self) -> str | None:
+        """The format when ``out`` names one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
+        name = self.out.rstrip("/").rsplit("/", 1)[-1]
+        base = name.removesuffix(".gz").removesuffix(".zst")
+        for ext, fmt in FILE_SUFFIXES.items():
+            if base.endswith(ext):
+                return fmt
+        return None
+
+    def check(self) -> None:
+        """Validate the arguments together; one UserError lists every problem."""
+        problems = []
+        file_fmt = self.single_file()
+        if file_fmt:
+            if self.format and self.format != file_fmt:
+                problems.append(f"--format {self.format} disagrees with the output file name {self.out!r}")
+            self.format = file_fmt
+            self.compression = self.compression or compression_from_name(self.out)
+        self.format = self.format or "jsonl"
+        if self.format not in tr.FORMATS:
+            problems.append(f"unknown format {self.format!r} (use {', '.join(tr.FORMATS)})")
+        if self.compression and self.format not in ("jsonl", "csv"):
+            problems.append(f"--compression applies to jsonl and csv, not {self.format}")
+        if self.compression not in (None, "gzip", "zstd"):
+            problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
+        if self.content not in ("tokens", "text"):
+            problems.append("content must be 'tokens' or 'text'")
+        if self.content == "text" and self.tokenizer is None:
+            problems.append("--text needs --tokenizer PATH (a local Hugging Face tokenizer folder)")
+        if self.nested and self.format not in tr.NESTABLE:
+            problems.append(f"--nested needs jsonl or parquet ({self.format} rows are flat and carry batch_id)")
+        if self.chunk_size <= 0:
+            problems.append("--chunk-size must be positive")
+        if self.selection_kind != "documents" and self.run is None:
+            problems.append("a training-order selection needs --seq-len and --seed")
+        if self.backend not in ("cpu", "gpu", "auto"):
+            problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
+        if problems:
+            raise UserError("; ".join(problems))
+        if self.run is not None and self.selection_kind != "documents":
+            self.run.check()
+
+    def params(self, selection: Selection) -> dict[str, Any]:
+        """Parameters recorded in the manifest (and compared on --resume)."""
+        return {
+            "prefix": self.prefix,
+            "selection": self.selection_kind,
+            "selection_value": None if self.selection_value is None else np.asarray(self.selection_value).tolist(),
+            "records": len(selection),
+            "run": self.run.as_params() if self.run else None,
+            "content": self.content,
+            "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) or self.tokenizer is None else getattr(self.tokenizer, "name_or_path", "object"),
+            "skip_special_tokens": self.skip_special_tokens,
+            "doc_details": self.doc_details,
+            "nested": self.nested,
+            "format": self.format,
+            "compression": self.compression,
+            "chunk_size": self.chunk_size,
+        }
+
+
+# -- worker side ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _dataset(prefix: str, options_json: str) -> IndexedDataset:
+    return IndexedDataset(prefix, json.loads(options_json))
+
+
+@functools.lru_cache(maxsize=4)
+def _detokenizer(tokenizer: Any, skip_special_tokens: bool):
+    from gpu.detok import Detokenizer
+
+    if isinstance(tokenizer, str):
+        return Detokenizer.from_pretrained(tokenizer, skip_special_tokens=skip_special_tokens)
+    return Detokenizer.from_tokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """What a worker needs for one part: no sample index, only token ranges."""
+
+    part: int
+    relative: str
+    prefix: str
+    options_json: str
+    ids: np.ndarray
+    batch_ids: np.ndarray | None
+    starts: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray | None  # segments per window (None: one segment per document)
+    width: int | None
+    pad_token: int
+    details: dict[str, np.ndarray] | None
+    header: bool
+
+
+def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str, metadata: dict, detok: Any = None) -> PartRecord:
+    """Gather, convert and write one chunk (runs on a worker).
+
+    ``detok`` is the driver's verified Detokenizer, shipped once per worker (its pickle leaves
+    the Hugging Face tokenizer out), so workers never load transformers or rebuild the table.
+    """
+    dataset = _dataset(task.prefix, task.options_json)
+    n = len(task.ids)
+    # int32 holds every token type but int64 (and megatron's pad -1, which uint16 cannot).
+    narrow = np.int32 if dataset.dtype.itemsize <= 4 else np.int64
+    if task.width is not None:
+        from pipeline.tokens.sample_order import WindowPlan
+
+        plan = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token)
+        flat = plan.gather(dataset, narrow).reshape(-1)
+        offsets = np.arange(n + 1, dtype=np.int64) * task.width
+    else:
+        flat = dataset.read(task.starts, task.lengths).astype(narrow, copy=False)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(task.lengths, out=offsets[1:])
+    text = text_offsets = None
+    if spec.content == "text":
+        if spec.backend == "gpu":
+            # The kernel runs on the device; writers take host bytes, so copy the result once.
+            from gpu.backend import select_backend
+
+            device = select_backend("gpu")
+            data, offs = detok.decode_to_bytes(device.from_numpy(flat), device.from_numpy(offsets))
+            text, text_offsets = device.asnumpy(data), device.asnumpy(offs)
+        else:
+            text, text_offsets = detok.decode_to_bytes(flat, offsets)
+    records = tr.TokenRecords(
+        index=task.ids,
+        batch_id=task.batch_ids,
+        tokens=None if text is not None else flat,
+        token_offsets=None if text is not None else offsets,
+        width=task.width,
+        text=text,
+        text_offsets=text_offsets,
+        details=task.details,
+        nested=spec.nested,
+    )
+
+    def write(handle) -> tuple[int, dict]:
+        if spec.format == "npz":
+            tr.write_npz_arrays(handle, tr.npz_arrays(records, metadata))
+        else:
+            with compressed(handle, spec.compression) as stream:
+                WRITERS[spec.format](stream, records, header=task.header)
+        rows = len(tr._batch_groups(task.batch_ids)) if spec.nested and n else n
+        return rows, {"tokens": int(len(flat)), "records": n}
+
+    return write_part(out_fs, out_base, task.relative, write)
+
+
+# -- driver side ---------------------------------------------------------------------------
+class _Planner:
+    """Turns chunks into worker tasks (window plans or document ranges)."""
+
+    def __init__(self, spec: TokenExport, dataset: IndexedDataset, order, ext: str, single: bool) -> None:
+        self.spec, self.dataset, self.order, self.ext, self.single = spec, dataset, order, ext, single
+        self.options_json = json.dumps(spec.storage_options, sort_keys=True)
+
+    def relative(self, part: int) -> str:
+        return f"part-{part:05d}{self.ext}"
+
+    def tasks(self, chunks: Iterable[Chunk], done: Mapping[str, PartRecord], args: tuple) -> Iterator[Task]:
+        """Runner tasks, planned lazily (finished parts of a resumed run are not planned)."""
+        for chunk in chunks:
+            relative = self.relative(chunk.part)
+            yield Task(relative, () if relative in done else (self.task(chunk), *args))
+
+    def task(self, chunk: Chunk) -> ChunkTask:
+        details = None
+        if self.order is not None:
+            plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, chunk.ids)
+            starts, lengths, counts, width, pad = plan.starts, plan.lengths, plan.counts, plan.width, plan.pad_token
+            if self.spec.doc_details:
+                details = self.order.doc_details(chunk.ids)
+        else:
+            starts = self.dataset.token_starts[chunk.ids]
+            lengths = self.dataset.sizes[chunk.ids].astype(np.int64)
+            counts, width, pad = None, None, 0
+        header = not self.single or chunk.part == 0
+        return ChunkTask(chunk.part, self.relative(chunk.part), self.spec.prefix, self.options_json, chunk.ids, chunk.batch_ids, starts, lengths, counts, width, pad, details, header)
+
+
+@dataclass
+class PreparedExport:
+    """A checked export: data opened, selection within bounds, output ready to write."""
+
+    spec: TokenExport
+    dataset: IndexedDataset
+    order: Any
+    selection: Selection
+    params: dict[str, Any]
+    single: bool
+    ext: str
+
+    @property
+    def n_parts(self) -> int:
+        """Number of part files (= tasks) the export writes."""
+        n, step = len(self.selection), self.selection.chunk_step(self.spec.chunk_size)
+        return -(-n // step) if n else 0
+
+
+def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = None, order: Any = None) -> PreparedExport:
+    """Check everything that can be checked before a cluster starts or a byte is written."""
+    spec.check()
+    if spec.backend != "cpu":
+        from gpu.backend import select_backend
+
+        spec.backend = select_backend(spec.backend).name  # "auto" resolved; "gpu" checked
+    if spec.content == "text":
+        _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
+    dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)
+    if spec.selection_kind != "documents" and order is None:
+        order = open_sample_order(dataset, spec.run)
+    if spec.selection_kind == "documents":
+        order = None
+    selection = make_selection(
+        spec.selection_kind,
+        spec.selection_value,
+        num_samples=len(order) if order is not None else 0,
+        num_documents=len(dataset),
+        batch_size=spec.run.batch_size if spec.run else None,
+    )
+    if spec.nested and not selection.has_batches:
+        raise UserError("--nested applies to batch selections (--batches, --batch-range)")
+    inputs = [f"{spec.prefix}.bin", f"{spec.prefix}.idx"]
+    inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
+    inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
+    check_disjoint(spec.out, inputs, spec.storage_options)
+    single = spec.single_file() is not None
+    if single:
+        _check_single_target(spec, spec.out.rstrip("/"))
+    ext = f".{spec.format}{suffix(spec.compression)}"
+    return PreparedExport(spec, dataset, order, selection, spec.params(selection), single, ext)
+
+
+def run_token_export(spec: TokenExport | PreparedExport, executor: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Run a token export on ``executor`` (or a Dask client); returns the summary."""
+    t0 = time.perf_counter()
+    prepared = spec if isinstance(spec, PreparedExport) else prepare_token_export(spec)
+    spec, single, params = prepared.spec, prepared.single, prepared.params
+    executor = as_executor(executor)
+    out_url = spec.out.rstrip("/")
+    staging = f"{out_url}{STAGING_SUFFIX if single else ''}"
+    output = OutputDir(staging, spec.storage_options)
+    done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
+    metadata = {"tool": "dexport", **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")}, "run": params["run"]}
+    try:
+        tasks = planner.tasks(prepared.selection.chunks(spec.chunk_size), done, (spec, output.fs, output.path, metadata))
+        shared = (_detokenizer(spec.tokenizer, spec.skip_special_tokens),) if spec.content == "text" else ()
+        bar = Progress(prepared.n_parts, "dexport tokens", initial=0, enabled=progress)
+        records = run_tasks(executor, export_chunk, tasks, shared=shared, finished=done, progress=bar)
+        totals = {
+            "records": sum(r.extra["records"] for r in records),
+            "rows": sum(r.rows for r in records),
+            "tokens": sum(r.extra["tokens"] for r in records),
+            "bytes": sum(r.bytes for r in records),
+        }
+        if single:
+            _assemble_single(spec, output, records, out_url)
+            files = [out_url]
+        else:
+            output.finalize(params, "tokens", records, totals)
+            files = [join(out_url, r.path) for r in records]
+    except BaseException as exc:
+        output.abandon(exc)
+        raise
+    seconds = time.perf_counter() - t0
+    return {**totals, "files": len(files), "out": out_url, "seconds": round(seconds, 3), "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0}
+
+
+def _check_single_target(spec: TokenExport, out_url: str) -> None:
+    fs, path = resolve(out_url, spec.storage_options)
+    if fs.isdir(path) and fs.exists(path) and (fs.ls(path) or not is_local(fs)):
+        raise UserError(f"output {out_url} is a folder; name a new file, or a folder without an extension for part files")
+    if fs.exists(path) and not (spec.overwrite or spec.resume):
+        raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
+
+
+def _assemble_single(spec: TokenExport, output: OutputDir, records: list[PartRecord], out_url: str) -> None:
+    fs, target = resolve(out_url, spec.storage_options)
+    sources = [output.file(r.path) for r in records]
+    if not sources:
+        raise UserError("the selection is empty; nothing to write")
+    if spec.format == "npz":
+        join_npz(fs, sources, target)
+    elif spec.format == "parquet":
+        join_parquet(fs, sources, target)
+    else:
+        concatenate(fs, sources, target)
+    output.discard()
+
+
+__all__ = ["TokenExport", "PreparedExport", "prepare_token_export", "run_token_export", "PROGRESS"]

@@ -1,0 +1,197 @@
+"""megatron-core ``GPTDataset``'s sample order: its cached index files, loaded or rebuilt bit for bit.
+
+:func:`megatron_sample_order` finds a split's arrays in megatron-core's cache folder
+(:mod:`pipeline.tokens.megatron_cache`), verifies them against the dataset, else builds them exactly
+as megatron-core does (:mod:`pipeline.tokens.megatron_build`, where the rules are spelled out) and
+optionally saves them in megatron-core's layout. The returned :class:`SampleOrder` has
+megatron-core's length (``len(sample_index) - 1``) and windows (``L + extra`` tokens, pad
+``-1`` for a partial last validation window, as megatron-core's raw window before
+``GPTDataset.__getitem__`` maps pads to 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.formats.indexed_dataset import IndexedDataset
+from pipeline.io.storage import resolve
+from pipeline.tokens.megatron_build import (
+    SPLITS,
+    build_megatron_arrays,
+    build_sample_index,
+    check_params,
+    is_int,
+    megatron_split_bounds,
+    megatron_split_matrix,
+    num_epochs,
+    shuffle_index_dtype,
+    split_range,
+)
+from pipeline.tokens.megatron_cache import (
+    default_cache_dir,
+    find_cache_entries,
+    load_cache_entry,
+    megatron_description,
+    save_cache_entry,
+)
+from pipeline.tokens.sample_order import SampleOrder
+
+MEGATRON_PAD_TOKEN = -1  # megatron-core's _PAD_TOKEN_ID, used when the tokenizer has no pad id
+
+__all__ = [
+    "MEGATRON_PAD_TOKEN",
+    "SPLITS",
+    "build_megatron_arrays",
+    "build_sample_index",
+    "megatron_num_samples",
+    "megatron_sample_order",
+    "megatron_split_bounds",
+    "megatron_split_matrix",
+]
+
+
+def megatron_num_samples(
+    train_iters: int, global_batch_size: int, eval_interval: int = 1000, eval_iters: int = 100
+) -> dict[str, int]:
+    """Samples per split as Megatron-LM's ``get_train_valid_test_num_samples`` requests them."""
+    checks = (("train_iters", train_iters, 0), ("global_batch_size", global_batch_size, 1))
+    for name, value, low in (*checks, ("eval_interval", eval_interval, 1), ("eval_iters", eval_iters, 0)):
+        if not is_int(value) or value < low:
+            raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+    valid_iters = (train_iters // eval_interval + 1) * eval_iters
+    return {
+        "train": int(train_iters * global_batch_size),
+        "valid": int(valid_iters * global_batch_size),
+        "test": int(eval_iters * global_batch_size),
+    }
+
+
+def megatron_sample_order(
+    dataset: IndexedDataset,
+    *,
+    split: str = "train",
+    splits: str = "969,30,1",
+    num_samples: int | None,
+    seq_len: int,
+    seed: int,
+    add_extra_token: bool = True,
+    cache_dir: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    save: bool = False,
+    load_only: bool = False,
+    tokenizer_identifiers: dict[str, Any] | None = None,
+    drop_last_partial_validation_sequence: bool = True,
+    pad_token: int = MEGATRON_PAD_TOKEN,
+) -> SampleOrder:
+    """The sample order of one split as megatron-core's ``GPTDataset`` sees it.
+
+    Looks for the split's cached files in ``cache_dir`` (Megatron-LM's ``--data-cache-path``;
+    default: megatron-core's own ``{prefix}/cache/GPTDataset_indices``) by matching their
+    descriptions, preferring entries of this dataset; verifies them; else builds the arrays
+    (``load_only``: raise instead) and, with ``save``, writes them in megatron-core's layout
+    with its file names: given the run's ``tokenizer_identifiers`` (the tokenizer's
+    ``unique_identifiers``) and the dataset prefix it was given, megatron-core reuses them.
+    ``storage_options`` (default: the dataset's) apply to ``cache_dir``. ``pad_token`` fills
+    the partial last window of a valid split built without dropping it: megatron-core's raw
+    window has the tokenizer's pad id there (``-1`` without one), ``__getitem__`` turns it into 0.
+    """
+    check_params(split, num_samples, seq_len, seed)
+    matrix = megatron_split_matrix(splits)
+    start, stop = split_range(splits, len(dataset.sizes), split)
+    extra = int(bool(add_extra_token))
+    drop_last = split != "valid" or drop_last_partial_validation_sequence
+    options = storage_options if storage_options is not None else dataset.storage_options
+    fs, folder = resolve(cache_dir if cache_dir is not None else default_cache_dir(dataset.prefix), options)
+    params = {"split": split, "num_samples": num_samples, "seq_len": seq_len, "seed": seed}
+    entries = find_cache_entries(fs, folder, dataset_path=dataset.prefix, split_matrix=matrix, **params)
+    arrays, problems = None, []
+    for entry in entries:
+        try:
+            loaded = load_cache_entry(fs, entry)
+        except UserError as exc:
+            problems += [str(exc)] if entry.same_dataset else []
+            continue
+        problem = _check_loaded(loaded, dataset.sizes, start, stop, num_samples, seq_len, extra, drop_last)
+        if problem is None:
+            arrays = loaded
+            break
+        if entry.same_dataset:  # files of another dataset that happen to match are skipped
+            problems.append(f"cached megatron-core index {entry.path('sample_index')} {problem}")
+    if arrays is None and problems:
+        raise UserError(problems[0])
+    if arrays is None:
+        if load_only:
+            raise UserError(
+                f"no megatron-core GPTDataset index for split={split}, num_samples={num_samples}, seq_len={seq_len}, "
+                f"seed={seed}, splits={splits!r} in {cache_dir or folder}; check these parameters against the run or build the index"
+            )
+        arrays = build_megatron_arrays(
+            dataset.sizes,
+            **params,
+            splits=splits,
+            add_extra_token=add_extra_token,
+            drop_last_partial_validation_sequence=drop_last_partial_validation_sequence,
+        )
+        if save:
+            description = megatron_description(
+                dataset_path=dataset.prefix,
+                splits=splits,
+                split_matrix=matrix,
+                tokenizer_identifiers=tokenizer_identifiers,
+                **params,
+            )
+            try:
+                save_cache_entry(fs, folder, split, description, arrays)
+            except OSError as exc:
+                raise UserError(f"cannot write the megatron-core index to {folder} ({exc}); pass a writable cache_dir or save=False") from None
+    doc_idx, sample_idx, shuffle_idx = arrays
+    return SampleOrder("megatron", doc_idx, sample_idx, shuffle_idx, seq_len, extra_tokens=extra, pad_token=pad_token)
+
+
+def _check_loaded(
+    arrays: tuple[np.ndarray, ...],
+    sizes: np.ndarray,
+    start: int,
+    stop: int,
+    num_samples: int | None,
+    seq_len: int,
+    extra: int,
+    drop_last: bool,
+) -> str | None:
+    """What is wrong with cached arrays for this dataset and split, or None.
+
+    ``sample_index`` is recomputed from the cached ``document_index`` (as fast as reading it):
+    that catches another dataset and a corrupt file, and tells which
+    ``add_extra_token_to_sequence`` built it, which megatron-core's cache key does not record.
+    """
+    doc_idx, sample_idx, shuffle_idx = arrays
+    tokens = int(sizes[start:stop].sum(dtype=np.int64))
+    # Either setting of the extra token may have built them (see below).
+    lengths = {num_epochs(max(tokens, 1), num_samples, seq_len, e) * (stop - start) for e in (0, 1)}
+    delete = "delete this cache entry to rebuild it, or pass another cache_dir"
+    if doc_idx.dtype != np.int32 or doc_idx.ndim != 1 or len(doc_idx) not in lengths:
+        return f"does not fit this dataset and split ({stop - start} sequences, {tokens} tokens); {delete}"
+    if len(doc_idx) and (int(doc_idx.min()) < start or int(doc_idx.max()) >= stop):
+        return f"holds sequences outside this split ({start}..{stop - 1}); {delete}"
+    if sample_idx.ndim != 2 or sample_idx.shape[1:] != (2,) or shuffle_idx.ndim != 1:
+        return f"has the wrong shape; {delete}"
+    expected = build_sample_index(sizes, np.asarray(doc_idx), seq_len, extra, drop_last)
+    if not _same_array(expected, sample_idx):
+        other = build_sample_index(sizes, np.asarray(doc_idx), seq_len, 1 - extra, drop_last)
+        if not _same_array(other, sample_idx):
+            return f"does not fit this dataset and its document_index; {delete}"
+        # megatron-core's cache key ignores add_extra_token_to_sequence: a run reuses files
+        # built with the other setting and reads them with its own, and so do we.
+    n = len(sample_idx) - 1
+    if shuffle_idx.dtype != shuffle_index_dtype(n) or len(shuffle_idx) != n or (n and int(shuffle_idx.max()) >= n):
+        return f"has a shuffle_index that does not fit its {n} samples; {delete}"
+    return None
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+
+

@@ -1,0 +1,110 @@
+"""Opening a token dataset and the training run's sample order from user parameters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.formats.indexed_dataset import IndexedDataset
+from pipeline.tokens.sample_order import SampleOrder
+
+CONVENTIONS = ("neox", "megatron")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """The parameters that fix a training run's sample order."""
+
+    seq_len: int
+    seed: int
+    convention: str = "neox"
+    num_samples: int | None = None
+    train_iters: int | None = None
+    batch_size: int | None = None
+    splits: str = "969,30,1"
+    split: str = "train"
+    packing: str = "packed"
+    allow_chopped: bool = True
+    extra_token: bool = True
+    index_prefix: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise one UserError listing every invalid parameter."""
+        problems = []
+        if self.convention not in CONVENTIONS:
+            problems.append(f"unknown convention {self.convention!r} (use neox or megatron)")
+        if self.seq_len is None or self.seq_len <= 0:
+            problems.append("--seq-len must be a positive integer")
+        if self.num_samples is None and self.train_iters is None and self.convention == "neox":
+            problems.append("give --num-samples N, or --train-iters I with --batch-size B")
+        if self.train_iters is not None and self.num_samples is None and self.batch_size is None:
+            problems.append("--train-iters needs --batch-size B")
+        if self.num_samples is not None and self.num_samples <= 0:
+            problems.append("--num-samples must be positive")
+        if self.split not in ("train", "valid", "test"):
+            problems.append(f"--split {self.split!r} is not one of train, valid, test")
+        if self.convention == "megatron" and self.packing != "packed":
+            problems.append("--packing applies to the neox convention only")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    def requested_samples(self) -> int | None:
+        """Samples the run asked for in this split (given, or derived as the trainer does).
+
+        None (megatron only) means one epoch, as megatron-core builds it without a count.
+        """
+        if self.num_samples is not None:
+            return self.num_samples
+        if self.train_iters is None:
+            return None
+        if self.convention == "neox":
+            from pipeline.tokens.neox_index import neox_num_samples
+
+            counts = neox_num_samples(self.train_iters, self.batch_size)
+        else:
+            from pipeline.tokens.megatron_index import megatron_num_samples
+
+            counts = megatron_num_samples(self.train_iters, self.batch_size)
+        return counts[self.split]
+
+    def as_params(self) -> dict[str, Any]:
+        """JSON-ready parameters (credentials left out)."""
+        params = asdict(self)
+        params.pop("storage_options")
+        return params
+
+
+def open_sample_order(dataset: IndexedDataset, run: TrainingRun) -> SampleOrder:
+    """Load the cached sample index of ``run`` or build it (and cache it next to the data)."""
+    run.check()
+    if run.convention == "neox":
+        from pipeline.tokens.neox_index import neox_sample_order
+
+        return neox_sample_order(
+            dataset,
+            split=run.split,
+            splits=run.splits,
+            num_samples=run.requested_samples(),
+            seq_len=run.seq_len,
+            seed=run.seed,
+            packing=run.packing,
+            allow_chopped=run.allow_chopped,
+            index_prefix=run.index_prefix,
+            storage_options=run.storage_options,
+        )
+    from pipeline.tokens.megatron_index import megatron_sample_order
+
+    return megatron_sample_order(
+        dataset,
+        split=run.split,
+        splits=run.splits,
+        num_samples=run.requested_samples(),
+        seq_len=run.seq_len,
+        seed=run.seed,
+        add_extra_token=run.extra_token,
+        cache_dir=run.index_prefix,
+        storage_options=run.storage_options,
+        save=run.index_prefix is not None,
+    )
