@@ -17,6 +17,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -26,7 +28,6 @@ from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.comm.registry import get_backend
 from distributed.deploy import Cluster
-
 
 LOCALHOST = "127.0.0.1"
 
@@ -207,4 +208,32 @@ def _start_cluster(backend: str, workers: int | None, threads_per_worker: int) -
             ) from None
         # n_workers=None: one worker per visible GPU, which is what dask_cuda is built around.
         return LocalCUDACluster(n_workers=workers, **common)
-    return LocalCluster(processes=True, n_workers=workers or os.cpu_count() or 1, **common)
+    with _children_ignore_sigint():
+        return LocalCluster(processes=True, n_workers=workers or os.cpu_count() or 1, **common)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (inherited across fork and exec).
+
+    Ctrl-C in a terminal signals the whole process group: without this every worker would
+    print its own KeyboardInterrupt traceback while the driver cancels the run and exits 130.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_logs() -> None:
+    """distributed logs every worker start and stop at INFO; a user wants the summary only."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "dask", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_quiet_logs()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from pipeline.errors import exit_code_of
@@ -33,12 +35,6 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for errors the user can fix)."""
     logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
-    # distributed logs every worker start and stop at INFO; a user wants the summary only.
-    import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
-
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("distributed", "dask", "bokeh", "tornado"):
-            logging.getLogger(name).setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -48,15 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"dexport: error: not found ({_one_line(exc)}); check the path", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `dexport inspect … | head`: the reader left; exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("dexport: interrupted; re-run with --resume to finish", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"dexport: error: no space left ({_one_line(exc)}); free space, then re-run with --resume", file=sys.stderr)
+        return 3
     except Exception as exc:
         code = exit_code_of(exc)
         if code is None:
             raise
         print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
         return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

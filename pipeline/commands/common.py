@@ -7,8 +7,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.io.storage import parse_storage_options
-
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     """``--scheduler | --scheduler-file | --workers`` and ``--backend``."""
@@ -44,6 +42,8 @@ def add_output_args(
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
     """Parsed ``--storage-options``."""
+    from pipeline.io.storage import parse_storage_options
+
     return parse_storage_options(getattr(args, "storage_options", None))
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from typing import Any
 
 from pipeline.commands.common import storage_options
 from pipeline.commands.tokens import add_training_run_args, training_run
@@ -28,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the facts, then the chosen records."""
+    import numpy as np
+
     from pipeline.formats.indexed_dataset import IndexedDataset
     from pipeline.tokens.source import open_sample_order
 
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(title: str, tokens: np.ndarray, detok) -> None:
+def _show(title: str, tokens: Any, detok: Any) -> None:
+    import numpy as np
+
     print(f"\n== {title}: {len(tokens)} tokens")
     if detok is None:
         print(np.asarray(tokens).tolist())

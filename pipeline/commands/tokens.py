@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.commands.common import (
     add_cluster_args,
@@ -11,8 +12,10 @@ from pipeline.commands.common import (
     executor_from_args,
     storage_options,
 )
-from pipeline.tokens.selection import parse_cli_selection
-from pipeline.tokens.source import TrainingRun
+from pipeline.formats.token_formats import FORMATS
+
+if TYPE_CHECKING:
+    from pipeline.tokens.source import TrainingRun
 
 SELECTIONS = ("all", "sequences", "sequence_range", "batches", "batch_range", "documents")
 
@@ -35,6 +38,8 @@ def add_training_run_args(parser: argparse.ArgumentParser) -> None:
 
 def training_run(args: argparse.Namespace) -> TrainingRun | None:
     """The TrainingRun the flags describe (None when no --seq-len was given)."""
+    from pipeline.tokens.source import TrainingRun
+
     if args.seq_len is None and args.seed is None:
         return None
     return TrainingRun(
@@ -74,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", metavar="PATH", help="local Hugging Face tokenizer folder (for --text)")
     p.add_argument("--skip-special-tokens", action="store_true", help="decode with skip_special_tokens=True")
     p.add_argument("--doc-details", action="store_true", help="add doc_index_f/l and offset_f/l")
-    p.add_argument("--format", choices=("jsonl", "csv", "npz", "parquet"), help="output format (default jsonl, or from --out FILE)")
+    p.add_argument("--format", choices=tuple(FORMATS), help="output format (default jsonl, or from --out FILE)")
     p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory (part files + _manifest.json) or one file (x.jsonl, x.csv.gz, …)")
     p.add_argument("--compression", choices=("gzip", "zstd"), help="compress JSONL/CSV parts")
     add_output_args(p, chunk_size=1000)
@@ -85,6 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the export and print its summary."""
     from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
+    from pipeline.tokens.selection import parse_cli_selection
 
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)

@@ -12,16 +12,15 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DETAIL_FIELDS = ("doc_index_f", "doc_index_l", "offset_f", "offset_l")
-FORMATS = ("jsonl", "csv", "npz", "parquet")
-NESTABLE = ("jsonl", "parquet")
 
 
 @dataclass
@@ -37,6 +36,7 @@ class TokenRecords:
     text_offsets: np.ndarray | None
     details: dict[str, np.ndarray] | None
     nested: bool = False
+    metadata: dict | None = None  # NPZ carries it as a JSON string
 
     def __len__(self) -> int:
         return len(self.index)
@@ -163,6 +163,8 @@ def write_npz_arrays(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
 # -- Parquet -------------------------------------------------------------------------------
 def arrow_table(rec: TokenRecords) -> pa.Table:
     """The records as an Arrow table (nested: one row per batch with a list of sequences)."""
+    import pyarrow as pa
+
     n = len(rec)
     if rec.text is not None:
         content = _arrow_strings(rec.text, rec.text_offsets)
@@ -193,6 +195,9 @@ def _arrow_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 def write_parquet(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> None:
     """One Parquet file per part (zstd-compressed columns)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     del header
     sink = pa.BufferOutputStream()  # pyarrow wants a seekable-looking file; parts are bounded
     pq.write_table(arrow_table(rec), sink, compression="zstd")

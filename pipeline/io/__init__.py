@@ -1,0 +1,2 @@
+"""Reading and writing bytes: ``storage`` (url → fsspec, atomic publish), ``compression``,
+``records`` (JSONL/Parquet inputs → partitions → records) and ``assemble`` (parts → one file)."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
+from pipeline.formats.token_formats import FORMATS
 from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
 from pipeline.tokens.sample_order import SampleOrder
 from pipeline.tokens.source import TrainingRun, open_sample_order
@@ -206,7 +207,8 @@ class ExportHandler:
 
 def _nested(flatten_batches: bool, format_type: str) -> bool:
     # CSV and NPZ rows are flat by nature (each carries batch_id); nesting applies to JSONL/Parquet.
-    return not flatten_batches and format_type in ("jsonl", "parquet")
+    fmt = FORMATS.get(format_type)
+    return not flatten_batches and fmt is not None and fmt.nestable
 
 
 class SampleHandler:

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
-from pipeline.io.assemble import concatenate, join_npz, join_parquet
+from pipeline.formats.token_formats import FORMATS, format_of_file
 from pipeline.io.compression import compressed, compression_from_name, suffix
 from pipeline.io.storage import is_local, join, resolve
 from pipeline.runtime.executor import as_executor
@@ -31,9 +31,7 @@ from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
-WRITERS = {"jsonl": tr.write_jsonl, "csv": tr.write_csv, "parquet": tr.write_parquet}
 STAGING_SUFFIX = ".dexport-parts"  # a single-file export stages its parts in OUT.dexport-parts/
-FILE_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".npz": "npz", ".parquet": "parquet"}
 
 
 @dataclass
@@ -60,12 +58,8 @@ class TokenExport:
 
     def single_file(self) -> str | None:
         """The format when ``out`` names one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
-        name = self.out.rstrip("/").rsplit("/", 1)[-1]
-        base = name.removesuffix(".gz").removesuffix(".zst")
-        for ext, fmt in FILE_SUFFIXES.items():
-            if base.endswith(ext):
-                return fmt
-        return None
+        fmt = format_of_file(self.out)
+        return fmt.name if fmt else None
 
     def check(self) -> None:
         """Validate the arguments together; one UserError lists every problem."""
@@ -77,18 +71,19 @@ class TokenExport:
             self.format = file_fmt
             self.compression = self.compression or compression_from_name(self.out)
         self.format = self.format or "jsonl"
-        if self.format not in tr.FORMATS:
-            problems.append(f"unknown format {self.format!r} (use {', '.join(tr.FORMATS)})")
-        if self.compression and self.format not in ("jsonl", "csv"):
-            problems.append(f"--compression applies to jsonl and csv, not {self.format}")
+        if self.format not in FORMATS:
+            problems.append(f"unknown format {self.format!r} (use {', '.join(FORMATS)})")
+        fmt = FORMATS.get(self.format)
+        if self.compression and fmt and not fmt.compressible:
+            problems.append(f"--compression applies to {' and '.join(f.name for f in FORMATS.values() if f.compressible)}, not {self.format}")
         if self.compression not in (None, "gzip", "zstd"):
             problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
         if self.content not in ("tokens", "text"):
             problems.append("content must be 'tokens' or 'text'")
         if self.content == "text" and self.tokenizer is None:
             problems.append("--text needs --tokenizer PATH (a local Hugging Face tokenizer folder)")
-        if self.nested and self.format not in tr.NESTABLE:
-            problems.append(f"--nested needs jsonl or parquet ({self.format} rows are flat and carry batch_id)")
+        if self.nested and fmt and not fmt.nestable:
+            problems.append(f"--nested needs {' or '.join(f.name for f in FORMATS.values() if f.nestable)} ({self.format} rows are flat and carry batch_id)")
         if self.chunk_size <= 0:
             problems.append("--chunk-size must be positive")
         if self.selection_kind != "documents" and self.run is None:
@@ -194,14 +189,12 @@ def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str,
         text_offsets=text_offsets,
         details=task.details,
         nested=spec.nested,
+        metadata=metadata,
     )
 
     def write(handle) -> tuple[int, dict]:
-        if spec.format == "npz":
-            tr.write_npz_arrays(handle, tr.npz_arrays(records, metadata))
-        else:
-            with compressed(handle, spec.compression) as stream:
-                WRITERS[spec.format](stream, records, header=task.header)
+        with compressed(handle, spec.compression) as stream:
+            FORMATS[spec.format].write(stream, records, task.header)
         rows = len(tr._batch_groups(task.batch_ids)) if spec.nested and n else n
         return rows, {"tokens": int(len(flat)), "records": n}
 
@@ -342,12 +335,7 @@ def _assemble_single(spec: TokenExport, output: OutputDir, records: list[PartRec
     sources = [output.file(r.path) for r in records]
     if not sources:
         raise UserError("the selection is empty; nothing to write")
-    if spec.format == "npz":
-        join_npz(fs, sources, target)
-    elif spec.format == "parquet":
-        join_parquet(fs, sources, target)
-    else:
-        concatenate(fs, sources, target)
+    FORMATS[spec.format].join(fs, sources, target)
     output.discard()
 
 

@@ -3,7 +3,7 @@
 Corpus exports: every line of every split file must be a JSON object that passes the schema
 check of :mod:`pipeline.formats.record_checks` (the schema recorded in the manifest, else the
 default training schema). Token exports (JSONL, CSV, NPZ, Parquet): every record must have
-the fields DESIGN documents (:mod:`pipeline.validate.token_checks`). The manifest must list
+the fields DESIGN documents (:mod:`pipeline.formats.token_checks`). The manifest must list
 files that exist with the recorded size, sha256 and row count, and ``dataset_stats.json``
 must agree with what was counted. The report gives, per split, the document count, the
 errors (first few, then "and N more") and the average/min/max text length.
@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
+from pipeline.formats import token_checks as token_export_checks
 from pipeline.formats.exports import Digest, Export, hash_file, iter_lines, open_export
 from pipeline.formats.record_checks import validate_record
 from pipeline.formats.schema import Schema
-from pipeline.validate import token_checks as token_export_checks
 
 
 @dataclass

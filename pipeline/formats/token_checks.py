@@ -29,18 +29,23 @@ DETAILS = ("doc_index_f", "doc_index_l", "offset_f", "offset_l")
 
 def check_file(export: Export, rel: str, split: Any, digest: Digest, show: int) -> None:
     """Check every record of one token-export file into ``split`` (a SplitReport)."""
-    path = export.file(rel)
-    base = rel.removesuffix(".gz").removesuffix(".zst")
-    if base.endswith(".jsonl"):
-        _check_jsonl(export, path, rel, split, digest, show)
-    elif base.endswith(".csv"):
-        _check_csv(export, path, rel, split, digest, show)
-    elif base.endswith(".npz"):
-        _check_npz(hash_file(export.fs, path, digest), rel, split, show)
-    elif base.endswith(".parquet"):
-        _check_parquet(hash_file(export.fs, path, digest), rel, split, show)
-    else:
+    from pipeline.formats.token_formats import format_of_file
+
+    fmt = format_of_file(rel)
+    if fmt is None:
         split.error(f"{rel}: unknown file type", show)
+        return
+    fmt.check(export, export.file(rel), rel, split, digest, show)
+
+
+def check_npz(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
+    """Check an NPZ part (read whole: zip members need random access)."""
+    _check_npz(hash_file(export.fs, path, digest), rel, split, show)
+
+
+def check_parquet(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
+    """Check a Parquet part (read whole: the footer comes last)."""
+    _check_parquet(hash_file(export.fs, path, digest), rel, split, show)
 
 
 def record_problem(rec: Any) -> tuple[str | None, int]:
@@ -85,7 +90,7 @@ def _check_records(rows: Any, rel: str, split: Any, show: int) -> None:
             split.length(length)
 
 
-def _check_jsonl(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
+def check_jsonl(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
     def rows():
         for number, line in iter_lines(export.fs, path, digest):
             try:
@@ -96,7 +101,7 @@ def _check_jsonl(export: Export, path: str, rel: str, split: Any, digest: Digest
     _check_records(rows(), rel, split, show)
 
 
-def _check_csv(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
+def check_csv(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
     lines = (line.decode("utf-8", errors="replace") + "\n" for _, line in iter_lines(export.fs, path, digest))
     reader = csv.reader(lines)
     header = next(reader, None)
