@@ -180,10 +180,12 @@ def _read_scheduler_file(path: str, timeout: float) -> str:
         time.sleep(0.05)
     if not os.path.exists(path):
         raise ClusterError(
-            f"scheduler file {path} does not exist; start the scheduler with --scheduler-file {path} or fix the path"
+            f"scheduler file {path} does not exist; start the scheduler with --scheduler-file "
+            f"{path} or fix the path"
         )
     raise ClusterError(
-        f"scheduler file {path} holds no scheduler address; pass the file written by 'dask scheduler --scheduler-file'"
+        f"scheduler file {path} holds no scheduler address; pass the file written by 'dask "
+        "scheduler --scheduler-file'"
     )
 
 

@@ -65,7 +65,8 @@ def select_backend(name: str) -> Backend:
     if key == "auto":
         return CPU
     raise BackendError(
-        f"backend 'gpu' needs CuPy, cuDF, dask_cudf and a CUDA device (missing: {', '.join(missing)}); "
+        "backend 'gpu' needs CuPy, cuDF, dask_cudf and a CUDA device (missing: "
+        f"{', '.join(missing)}); "
         "install dexport[gpu] or use --backend cpu"
     )
 

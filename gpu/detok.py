@@ -190,7 +190,8 @@ class Detokenizer:
         got = self._decode_table(flat, offs, cleanup=False)
         bad = next(i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w)
         raise UnsupportedDecoder(
-            f"transformers' decode differs on ids {windows[bad][:8]}...: {got[bad]!r} != {want[bad]!r}"
+            f"transformers' decode differs on ids {windows[bad][:8]}...: {got[bad]!r} != "
+            f"{want[bad]!r}"
         )
 
     def _decode_table(self, tokens: np.ndarray, offsets: np.ndarray, *, cleanup: bool) -> list[str]:

@@ -182,7 +182,7 @@ extern "C" __global__ void compact_windows(
         for (i64 k = threadIdx.x; k < len; k += blockDim.x) dst[o + k] = src[a + k];
     }
 }
-"""
+"""  # noqa: E501 (CUDA source kept byte-identical)
 for _name, _value in (
     ("KIND_PARTIAL", KIND_PARTIAL),
     ("KIND_BYTE", KIND_BYTE),

@@ -102,7 +102,8 @@ def _tables(xp: Any, n: int) -> tuple[Any, Any]:
 
 
 def _power_table(xp: Any, root: int, size: int) -> Any:
-    """``root ** i`` for ``i < size`` (a power of two >= 1024) as an outer product of two short tables."""
+    """``root ** i`` for ``i < size`` (a power of two >= 1024) as an outer product of two short
+    tables."""
     low = _powers(xp, xp.arange(1024, dtype=xp.int64), root)
     high = _powers(xp, xp.arange(size // 1024, dtype=xp.int64) * 1024, root)
     return xp.reshape(high[:, None] * low[None, :], (size,))
@@ -145,14 +146,22 @@ def hash_keys(keys: list[bytes], seed: int, xp: Any = np, batch_bytes: int = 4 <
             start, size = i + 1, 0
     if start < len(keys) or not pieces:
         pieces.append(_hash_batch(keys[start:], seed, xp))
-    return pieces[0] if len(pieces) == 1 else xp.concat(pieces) if hasattr(xp, "concat") else xp.concatenate(pieces)
+    return (
+        pieces[0]
+        if len(pieces) == 1
+        else xp.concat(pieces)
+        if hasattr(xp, "concat")
+        else xp.concatenate(pieces)
+    )
 
 
 def _hash_batch(keys: list[bytes], seed: int, xp: Any) -> Any:
     buffer, offsets, lengths = pack_keys(keys)
     words = buffer.view("<u8")
     if xp is not np:
-        words, offsets, lengths = (xp.asarray(a) for a in (words.astype(np.uint64), offsets, lengths))
+        words, offsets, lengths = (
+            xp.asarray(a) for a in (words.astype(np.uint64), offsets, lengths)
+        )
     return hash_packed(xp, words, offsets, lengths, seed)
 
 

@@ -46,7 +46,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     """Run ``cmd``; wall seconds, CPU seconds and peak RSS of its whole process tree."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak = 0
     done = threading.Event()
 
@@ -71,13 +77,21 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     sampler.start()
     output, _ = proc.communicate()
     wall = time.perf_counter() - start
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # descendants are waited for by their parents
+    # descendants are waited for by their parents
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(peak / 2**20), "output": output[-2000:]}
+        raise SystemExit(
+            f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}"
+        )
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mib": round(peak / 2**20),
+        "output": output[-2000:],
+    }
 
 
 def hf_baseline(data_dir: str, out: str, cache: str) -> None:
@@ -92,8 +106,11 @@ def hf_baseline(data_dir: str, out: str, cache: str) -> None:
         return {
             "text": r["text"],
             "metadata": {
-                "title": r["title"], "source_url": r["url"], "domain": r["domain"],
-                "quality_score": float(r["quality_prob"]), "word_count": int(r["word_count"]),
+                "title": r["title"],
+                "source_url": r["url"],
+                "domain": r["domain"],
+                "quality_score": float(r["quality_prob"]),
+                "word_count": int(r["word_count"]),
             },
         }
 
@@ -101,7 +118,11 @@ def hf_baseline(data_dir: str, out: str, cache: str) -> None:
     first = ds.train_test_split(test_size=0.05, seed=42)
     second = first["test"].train_test_split(test_size=0.4, seed=42)
     os.makedirs(out, exist_ok=True)
-    for name, part in (("train", first["train"]), ("validation", second["train"]), ("test", second["test"])):
+    for name, part in (
+        ("train", first["train"]),
+        ("validation", second["train"]),
+        ("test", second["test"]),
+    ):
         part.to_json(os.path.join(out, f"{name}.jsonl"), force_ascii=False)
 
 
@@ -109,8 +130,25 @@ def _commands(corpus: Path, out: Path, workers: int) -> list[tuple[str, list[str
     """The two pipelines as command lines (fresh output folders)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    dexport = [sys.executable, "-m", "pipeline", "corpus", str(corpus), "--out", str(out / "dexport"), "--workers", str(workers)]
-    hf = [sys.executable, __file__, "--baseline-worker", str(corpus), str(out / "datasets"), str(out / "hf-cache")]
+    dexport = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "corpus",
+        str(corpus),
+        "--out",
+        str(out / "dexport"),
+        "--workers",
+        str(workers),
+    ]
+    hf = [
+        sys.executable,
+        __file__,
+        "--baseline-worker",
+        str(corpus),
+        str(out / "datasets"),
+        str(out / "hf-cache"),
+    ]
     return [("dexport", dexport), ("datasets", hf)]
 
 
@@ -142,29 +180,56 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1G", help="corpus size (default 1G)")
     parser.add_argument("--files", type=int, default=16, help="input files (default 16)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dexport worker processes (default: cores)")
-    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "dexport-bench"), help="work directory")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="dexport worker processes (default: cores)",
+    )
+    parser.add_argument(
+        "--dir", default=os.path.join(tempfile.gettempdir(), "dexport-bench"), help="work directory"
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="only run dexport")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each pipeline, alternating; the best is reported (default 1)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each pipeline, alternating; the best is reported (default 1)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--baseline-worker", nargs=3, metavar=("DATA", "OUT", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline-worker", nargs=3, metavar=("DATA", "OUT", "CACHE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.baseline_worker:
         hf_baseline(*args.baseline_worker)
         return 0
     work = Path(args.dir)
     corpus = ensure_corpus(work / "corpus", _size(args.size), args.files)
-    env = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONPATH": str(ROOT)}
+    env = {
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+        "PYTHONPATH": str(ROOT),
+    }
     hf_env = {**env, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     ensure_corpus(work / "warmup", 4 << 20, 2)
     for name, cmd in _commands(work / "warmup", work / "warmup-out", args.workers):
         measure(cmd, hf_env if name == "datasets" else env)
     results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
-        "corpus_bytes": corpus["bytes"], "documents": corpus["documents"], "workers": args.workers,
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores,"
+            f" {psutil.virtual_memory().total / 2**30:.0f} GiB"
+        ),
+        "corpus_bytes": corpus["bytes"],
+        "documents": corpus["documents"],
+        "workers": args.workers,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
-    print(f"corpus: {corpus['bytes'] / 1e9:.2f} GB, {corpus['documents']:,} documents in {args.files} files", flush=True)
+    print(
+        f"corpus: {corpus['bytes'] / 1e9:.2f} GB, {corpus['documents']:,} documents in "
+        f"{args.files} files",
+        flush=True,
+    )
     runs: dict[str, list[dict]] = {}
     for _ in range(max(1, args.repeats)):
         for name, cmd in _commands(work / "corpus", work / "out", args.workers):
@@ -173,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(cmd, hf_env if name == "datasets" else env)
             r["load_average"] = round(os.getloadavg()[0], 2)
             runs.setdefault(name, []).append(r)
-            print(f"{name}: {r['wall_s']} s wall, {r['cpu_s']} s CPU, peak RSS {r['peak_rss_mib']} MiB (load {r['load_average']})", flush=True)
+            print(
+                f"{name}: {r['wall_s']} s wall, {r['cpu_s']} s CPU, peak RSS {r['peak_rss_mib']} "
+                f"MiB (load {r['load_average']})",
+                flush=True,
+            )
     for name, rs in runs.items():
         results[name] = min(rs, key=lambda r: r["wall_s"])
         results[f"{name}_runs"] = [{k: v for k, v in r.items() if k != "output"} for r in rs]

@@ -12,11 +12,11 @@ as a training run's samples) go through:
 Baselines get their inputs as Python lists prepared outside the timing; dexport gets the NumPy
 arrays. Every output is checked equal to ``batch_decode``'s before any number is printed. Times
 are the best of ``--repeats`` interleaved rounds, as wall clock and as CPU time of the process (all
-threads): on a shared machine the CPU time is the steadier measure of the work done. Tokenizers are built offline as in the tests:
-a GPT-2-style byte-level BPE trained on generated text, Mistral's real tekken byte-level BPE
-(131k tokens) and Mistral-7B's SentencePiece model (both from ``mistral-common``), and a
-trained WordPiece. The corpus is English prose (installed packages' METADATA files) with 10%
-generated multilingual text (accents, CJK, emoji).
+threads): on a shared machine the CPU time is the steadier measure of the work done. Tokenizers
+are built offline as in the tests: a GPT-2-style byte-level BPE trained on generated text,
+Mistral's real tekken byte-level BPE (131k tokens) and Mistral-7B's SentencePiece model (both
+from ``mistral-common``), and a trained WordPiece. The corpus is English prose (installed
+packages' METADATA files) with 10% generated multilingual text (accents, CJK, emoji).
 
     python scripts/bench_detok.py                 # defaults finish in about 2 minutes
     python scripts/bench_detok.py --families tekken,mistral --windows 2000

@@ -62,7 +62,9 @@ def write_corpus(directory: Path, size_mb: float, files: int = 4) -> list[str]:
         if len(body) > 200:
             docs.append(body)
     multi = fixtures.multilingual_text(4000, seed=7)
-    docs += ["\n".join(multi[i : i + 40]) for i in range(0, len(multi), 40)][: max(1, len(docs) // 10)]
+    docs += ["\n".join(multi[i : i + 40]) for i in range(0, len(multi), 40)][
+        : max(1, len(docs) // 10)
+    ]
     lines = [json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs]
     target, out, size = size_mb * 1e6, [], 0
     while size < target:
@@ -127,7 +129,9 @@ def timed(fn: Callable[[], object], client=None) -> tuple[float, float, object]:
     CPU seconds do not depend on what else runs on the machine, wall seconds do: on a shared
     machine compare tokens per CPU second.
     """
-    workers = (lambda: sum(client.run(_worker_cpu).values())) if client is not None else (lambda: 0.0)
+    workers = (
+        (lambda: sum(client.run(_worker_cpu).values())) if client is not None else (lambda: 0.0)
+    )
     cpu0, w0, start = time.process_time(), workers(), time.perf_counter()
     result = fn()
     wall = time.perf_counter() - start
@@ -142,31 +146,63 @@ def bench_family(key: str, paths: list[str], tmp: Path, client, workers: int) ->
     tokenizer_dir = build(tmp / f"tok-{key}")
     if tokenizer_dir is None:
         return [f"| {label} | skipped: mistral-common not installed | | | | | | | |"]
-    loop_s, loop_cpu, loop_tokens = timed(lambda: run_loop(paths, tokenizer_dir, tmp / f"loop-{key}"))
-    hf_s, hf_cpu, (hf_tokens, hf_first) = timed(lambda: run_datasets(paths, tokenizer_dir, tmp / f"hf-{key}"))
-    dx_s, dx_cpu, summary = timed(lambda: encode_corpus(paths, tmp / f"dx-{key}", tokenizer=tokenizer_dir, append_eod=True, client=client, partition_bytes=4 << 20), client)
+    loop_s, loop_cpu, loop_tokens = timed(
+        lambda: run_loop(paths, tokenizer_dir, tmp / f"loop-{key}")
+    )
+    hf_s, hf_cpu, (hf_tokens, hf_first) = timed(
+        lambda: run_datasets(paths, tokenizer_dir, tmp / f"hf-{key}")
+    )
+    dx_s, dx_cpu, summary = timed(
+        lambda: encode_corpus(
+            paths,
+            tmp / f"dx-{key}",
+            tokenizer=tokenizer_dir,
+            append_eod=True,
+            client=client,
+            partition_bytes=4 << 20,
+        ),
+        client,
+    )
     for suffix in (".bin", ".idx"):
         if (tmp / f"loop-{key}{suffix}").read_bytes() != (tmp / f"dx-{key}{suffix}").read_bytes():
             raise SystemExit(f"{key}: dexport's {suffix} differs from the loop's; not reporting")
     ours = IndexedDataset(str(tmp / f"dx-{key}"))
-    if hf_tokens != loop_tokens or [ours.sequence(i).tolist() for i in range(len(hf_first))] != hf_first:
+    if (
+        hf_tokens != loop_tokens
+        or [ours.sequence(i).tolist() for i in range(len(hf_first))] != hf_first
+    ):
         raise SystemExit(f"{key}: datasets.map produced other ids; not reporting")
     docs = summary["documents"]
     rows = []
-    methods = (("loop (1 process)", loop_s, loop_cpu), ("datasets.map(batched=True)", hf_s, hf_cpu), (f"dexport encode ({workers} workers)", dx_s, dx_cpu))
+    methods = (
+        ("loop (1 process)", loop_s, loop_cpu),
+        ("datasets.map(batched=True)", hf_s, hf_cpu),
+        (f"dexport encode ({workers} workers)", dx_s, dx_cpu),
+    )
     for method, seconds, cpu in methods:
         rows.append(
-            f"| {label} ({summary['dtype']}) | {method} | {docs:,} | {loop_tokens / 1e6:.2f} | {seconds:.1f} | "
-            f"{loop_tokens / seconds / 1e3:,.0f} | {loop_s / seconds:.2f}x | {cpu:.1f} | {loop_tokens / cpu / 1e3:,.0f} |"
+            f"| {label} ({summary['dtype']}) | {method} | {docs:,} | {loop_tokens / 1e6:.2f} | "
+            f"{seconds:.1f} | "
+            f"{loop_tokens / seconds / 1e3:,.0f} | {loop_s / seconds:.2f}x | {cpu:.1f} | "
+            f"{loop_tokens / cpu / 1e3:,.0f} |"
         )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=12.0, help="corpus size in MB of JSONL (default 12)")
-    parser.add_argument("--families", default="tekken,mistral", help=f"comma list of {', '.join(FAMILIES)}")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dexport worker processes (default: cores)")
+    parser.add_argument(
+        "--size-mb", type=float, default=12.0, help="corpus size in MB of JSONL (default 12)"
+    )
+    parser.add_argument(
+        "--families", default="tekken,mistral", help=f"comma list of {', '.join(FAMILIES)}"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="dexport worker processes (default: cores)",
+    )
     args = parser.parse_args(argv)
     from cluster.client import get_client
 
@@ -176,9 +212,16 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         with get_client(workers=args.workers) as client:
             started = time.perf_counter() - start
-            print(f"# encode benchmark: {args.size_mb:g} MB JSONL in {len(paths)} files, {platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores, Python {platform.python_version()}; local cluster start {started:.1f} s (not in the times)")
-            print("\n| tokenizer | method | documents | M tokens | seconds | k tokens/s | vs loop | CPU s | k tokens/CPU s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            print(
+                f"# encode benchmark: {args.size_mb:g} MB JSONL in {len(paths)} files, "
+                f"{platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} cores, Python {platform.python_version()}; local cluster start "
+                f"{started:.1f} s (not in the times)"
+            )
+            print(
+                "\n| tokenizer | method | documents | M tokens | seconds | k tokens/s | vs loop | "
+                "CPU s | k tokens/CPU s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+            )
             for key in args.families.split(","):
                 for row in bench_family(key.strip(), paths, tmp, client, args.workers):
                     print(row, flush=True)

@@ -138,7 +138,10 @@ class TreeMemory:
             total = sum(s.get("VmRSS", 0) for s in stats.values())
             anon = sum(s.get("RssAnon", 0) for s in stats.values())
             rep = self.report
-            rep.tree_peak, rep.tree_anon_peak = max(rep.tree_peak, total), max(rep.tree_anon_peak, anon)
+            rep.tree_peak, rep.tree_anon_peak = (
+                max(rep.tree_peak, total),
+                max(rep.tree_anon_peak, anon),
+            )
             for pid in self.worker_pids:
                 a = stats.get(pid, {}).get("RssAnon", 0)
                 rep.worker_anon_peaks[pid] = max(rep.worker_anon_peaks.get(pid, 0), a)
@@ -155,14 +158,22 @@ class TreeMemory:
 
 # -- data -----------------------------------------------------------------------------------
 def build_tokenizer(workdir: Path, name: str) -> tuple[str, str]:
-    """A real byte-level BPE folder: Mistral's tekken (131k) or, without mistral-common, a small one."""
+    """A real byte-level BPE folder: Mistral's tekken (131k) or, without mistral-common, a small
+    one."""
     import tokenizers_fixtures as tf
 
     if name == "tekken":
         done = workdir / "tokenizer" / "tekken_240718"
-        path = done if (done / "tokenizer.json").exists() else tf.tekken_tokenizer_dir(workdir / "tokenizer")
+        path = (
+            done
+            if (done / "tokenizer.json").exists()
+            else tf.tekken_tokenizer_dir(workdir / "tokenizer")
+        )
         if path is not None:
-            return str(path), "Mistral tekken_240718 byte-level BPE (131,072 ids, from mistral-common)"
+            return (
+                str(path),
+                "Mistral tekken_240718 byte-level BPE (131,072 ids, from mistral-common)",
+            )
         print("mistral-common is not installed; using the small byte-level BPE", file=sys.stderr)
     path = tf.byte_bpe_tokenizer_dir(workdir / "tokenizer")
     return str(path), "byte-level BPE trained on the generated text (1,500 ids)"
@@ -182,7 +193,9 @@ def token_pool(tokenizer_path: str, pool_tokens: int, seed: int) -> tuple[np.nda
         batch += 1
         cuts = np.cumsum(rng.integers(1, 40, size=len(lines)))
         cuts = cuts[cuts < len(lines)]
-        docs = ["\n".join(part) for part in np.split(np.array(lines, dtype=object), cuts) if len(part)]
+        docs = [
+            "\n".join(part) for part in np.split(np.array(lines, dtype=object), cuts) if len(part)
+        ]
         for ids in tok(docs, add_special_tokens=False)["input_ids"]:
             pieces.append(np.asarray([*ids, eod], np.int64))
             lengths.append(len(ids) + 1)
@@ -192,7 +205,9 @@ def token_pool(tokenizer_path: str, pool_tokens: int, seed: int) -> tuple[np.nda
     return np.concatenate(pieces), offsets
 
 
-def write_dataset(prefix: str, pool: tuple[np.ndarray, np.ndarray], n_tokens: int, dtype: np.dtype, seed: int) -> None:
+def write_dataset(
+    prefix: str, pool: tuple[np.ndarray, np.ndarray], n_tokens: int, dtype: np.dtype, seed: int
+) -> None:
     """Write at least ``n_tokens`` tokens: the pool's documents repeated in shuffled orders."""
     flat, offsets = pool
     sizes = np.diff(offsets)
@@ -215,17 +230,23 @@ def write_dataset(prefix: str, pool: tuple[np.ndarray, np.ndarray], n_tokens: in
 
 
 # -- baselines ------------------------------------------------------------------------------
-def loop_export(ds: IndexedDataset, order: SampleOrder, ids: np.ndarray, out: Path, tokenizer: Any) -> None:
+def loop_export(
+    ds: IndexedDataset, order: SampleOrder, ids: np.ndarray, out: Path, tokenizer: Any
+) -> None:
     """TokenSmith-style: one window read per sample, ``decode``, ``json.dump``, newline."""
     with open(out, "w", encoding="utf-8") as f:
         for i in ids.tolist():
             window = order.windows(ds, np.array([i]))[0]
-            content = tokenizer.decode(window.tolist()) if tokenizer is not None else window.tolist()
+            content = (
+                tokenizer.decode(window.tolist()) if tokenizer is not None else window.tolist()
+            )
             json.dump({"index": i, "content": content}, f, ensure_ascii=False)
             f.write("\n")
 
 
-def batch_export(ds: IndexedDataset, order: SampleOrder, ids: np.ndarray, out: Path, tokenizer: Any, chunk: int) -> None:
+def batch_export(
+    ds: IndexedDataset, order: SampleOrder, ids: np.ndarray, out: Path, tokenizer: Any, chunk: int
+) -> None:
     """Batched: one gather per chunk, ``batch_decode`` (text) and ``orjson`` per record."""
     with open(out, "wb") as f:
         for lo in range(0, len(ids), chunk):
@@ -233,9 +254,15 @@ def batch_export(ds: IndexedDataset, order: SampleOrder, ids: np.ndarray, out: P
             windows = order.windows(ds, part)
             if tokenizer is not None:
                 texts = tokenizer.batch_decode(windows.tolist())
-                lines = [orjson.dumps({"index": i, "content": t}) for i, t in zip(part.tolist(), texts, strict=True)]
+                lines = [
+                    orjson.dumps({"index": i, "content": t})
+                    for i, t in zip(part.tolist(), texts, strict=True)
+                ]
             else:
-                lines = [orjson.dumps({"index": i, "content": w}, option=orjson.OPT_SERIALIZE_NUMPY) for i, w in zip(part.tolist(), windows, strict=True)]
+                lines = [
+                    orjson.dumps({"index": i, "content": w}, option=orjson.OPT_SERIALIZE_NUMPY)
+                    for i, w in zip(part.tolist(), windows, strict=True)
+                ]
             f.write(b"\n".join(lines) + b"\n")
 
 
@@ -243,7 +270,9 @@ def _import_worker_modules(text: bool) -> None:
     """What a worker imports on its first export task (numba kernels, pandas via Parquet)."""
     import importlib
 
-    names = ["pipeline.tokens.job", "pandas"] + (["gpu.text_escape", "gpu.detok", "transformers"] if text else [])
+    names = ["pipeline.tokens.job", "pandas"] + (
+        ["gpu.text_escape", "gpu.detok", "transformers"] if text else []
+    )
     for name in names:
         importlib.import_module(name)
 
@@ -284,7 +313,17 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(name: str, content: str, fmt: str, records: int, tokens: int, out: Path, fn: Any, worker_pids: list[int], **kw: Any) -> Result:
+def measure(
+    name: str,
+    content: str,
+    fmt: str,
+    records: int,
+    tokens: int,
+    out: Path,
+    fn: Any,
+    worker_pids: list[int],
+    **kw: Any,
+) -> Result:
     """Run ``fn()`` under the memory probes; time it; return the result (output removed)."""
     gc.collect()
     with TreeMemory(worker_pids) as mem:
@@ -292,7 +331,11 @@ def measure(name: str, content: str, fmt: str, records: int, tokens: int, out: P
         fn()
         seconds = time.perf_counter() - t0
     res = Result(name, content, fmt, records, tokens, seconds, mem.report, _size(out), **kw)
-    print(f"  {name:<44} {content:<6} {fmt:<7} {seconds:8.2f} s  {res.tokens_per_s / 1e6:8.2f} M tokens/s", file=sys.stderr)
+    print(
+        f"  {name:<44} {content:<6} {fmt:<7} {seconds:8.2f} s  {res.tokens_per_s / 1e6:8.2f} M "
+        "tokens/s",
+        file=sys.stderr,
+    )
     return res
 
 
@@ -323,29 +366,49 @@ def _mib(n: int) -> str:
 def main_table(results: list[Result]) -> str:
     """Markdown table: tokens/s, ratios against both baselines of the same content, memory."""
     base = {(r.name.split(" ")[0], r.content): r for r in results if not r.dexport}
-    head = "| exporter | content | format | seconds | M tokens/s | vs (a) loop | vs (b) batched | peak RSS MiB (this process / workers, sum) | output MiB |"
+    head = (
+        "| exporter | content | format | seconds | M tokens/s | vs (a) loop | vs (b) batched |"
+        " peak RSS MiB (this process / workers, sum) | output MiB |"
+    )
     rows = [head, "|" + "---|" * 9]
     for r in results:
         ratios = []
         for key in ("(a)", "(b)"):
             ref = base.get((key, r.content))
-            ratios.append(f"{r.tokens_per_s / ref.tokens_per_s:.1f}×" if ref and ref.tokens_per_s else "–")
+            ratios.append(
+                f"{r.tokens_per_s / ref.tokens_per_s:.1f}×" if ref and ref.tokens_per_s else "–"
+            )
         workers = " + ".join(_mib(v) for v in r.memory.worker_peaks.values())
-        mem = f"{_mib(r.memory.own_peak)} / {workers}, {_mib(r.memory.sum_of_peaks)}" if r.dexport else f"{_mib(r.memory.own_peak)}"
+        mem = (
+            f"{_mib(r.memory.own_peak)} / {workers}, {_mib(r.memory.sum_of_peaks)}"
+            if r.dexport
+            else f"{_mib(r.memory.own_peak)}"
+        )
         name = f"{r.name} {r.note}".strip()
-        rows.append(f"| {name} | {r.content} | {r.fmt} | {r.seconds:.2f} | {r.tokens_per_s / 1e6:.2f} | {ratios[0]} | {ratios[1]} | {mem} | {_mib(r.out_bytes)} |")
+        rows.append(
+            f"| {name} | {r.content} | {r.fmt} | {r.seconds:.2f} | {r.tokens_per_s / 1e6:.2f} | "
+            f"{ratios[0]} | {ratios[1]} | {mem} | {_mib(r.out_bytes)} |"
+        )
     return "\n".join(rows)
 
 
 def flat_table(results: list[tuple[int, Result]]) -> str:
     """Markdown table of the memory-flatness runs."""
-    head = "| dataset tokens | records | seconds | M tokens/s | RSS per worker at start MiB | peak RSS per worker MiB | peak anonymous RSS per worker MiB | peak RSS this process MiB | peak summed RSS of the tree MiB |"
+    head = (
+        "| dataset tokens | records | seconds | M tokens/s | RSS per worker at start MiB |"
+        " peak RSS per worker MiB | peak anonymous RSS per worker MiB |"
+        " peak RSS this process MiB | peak summed RSS of the tree MiB |"
+    )
     rows = [head, "|" + "---|" * 9]
     for n_tokens, r in results:
         idle = " / ".join(_mib(v) for v in r.memory.worker_idle.values())
         workers = " / ".join(_mib(v) for v in r.memory.worker_peaks.values())
         anon = " / ".join(_mib(v) for v in r.memory.worker_anon_peaks.values())
-        rows.append(f"| {n_tokens:,} | {r.records:,} | {r.seconds:.2f} | {r.tokens_per_s / 1e6:.2f} | {idle} | {workers} | {anon} | {_mib(r.memory.own_peak)} | {_mib(r.memory.tree_peak)} |")
+        rows.append(
+            f"| {n_tokens:,} | {r.records:,} | {r.seconds:.2f} | {r.tokens_per_s / 1e6:.2f} | "
+            f"{idle} | {workers} | {anon} | {_mib(r.memory.own_peak)} | {_mib(r.memory.tree_peak)} "
+            "|"
+        )
     return "\n".join(rows)
 
 
@@ -357,7 +420,9 @@ def write_docs(section: str, path: Path) -> None:
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        end = next(
+            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
+        )
         tail = "".join(lines[end:])
         new = "".join(lines[:start]) + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     tmp = path.with_name(f".{path.name}.tmp")
@@ -368,21 +433,70 @@ def write_docs(section: str, path: Path) -> None:
 # -- the run --------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--windows", type=int, default=10_000, help="samples exported by every exporter (default 10000)")
-    p.add_argument("--seq-len", type=int, default=2048, help="training sequence length; windows hold seq_len + 1 tokens")
-    p.add_argument("--seed", type=int, default=1234, help="training data seed of the GPT-NeoX order")
-    p.add_argument("--chunk-size", type=int, default=1000, help="records per task / part (dexport) and per batch (b)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster (default 2)")
-    p.add_argument("--tokenizer", choices=("tekken", "byte-bpe"), default="tekken", help="tekken: Mistral's real 131k byte-level BPE (default)")
-    p.add_argument("--pool-tokens", type=int, default=1_000_000, help="tokens of generated text tokenized, then repeated to size")
-    p.add_argument("--flat-tokens", type=int, default=5_000_000, help="size S of the memory-flatness dataset (S and factor*S)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=10_000,
+        help="samples exported by every exporter (default 10000)",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=2048,
+        help="training sequence length; windows hold seq_len + 1 tokens",
+    )
+    p.add_argument(
+        "--seed", type=int, default=1234, help="training data seed of the GPT-NeoX order"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1000,
+        help="records per task / part (dexport) and per batch (b)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the embedded cluster (default 2)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=("tekken", "byte-bpe"),
+        default="tekken",
+        help="tekken: Mistral's real 131k byte-level BPE (default)",
+    )
+    p.add_argument(
+        "--pool-tokens",
+        type=int,
+        default=1_000_000,
+        help="tokens of generated text tokenized, then repeated to size",
+    )
+    p.add_argument(
+        "--flat-tokens",
+        type=int,
+        default=5_000_000,
+        help="size S of the memory-flatness dataset (S and factor*S)",
+    )
     p.add_argument("--flat-factor", type=int, default=10)
     p.add_argument("--skip-text", action="store_true", help="skip the text exports")
-    p.add_argument("--skip-loops", action="store_true", help="skip the (a) per-window loops (the slowest part)")
+    p.add_argument(
+        "--skip-loops", action="store_true", help="skip the (a) per-window loops (the slowest part)"
+    )
     p.add_argument("--skip-flat", action="store_true", help="skip the memory-flatness runs")
-    p.add_argument("--workdir", type=Path, help="keep data here (reused by later runs); default: a temporary folder")
-    p.add_argument("--write-docs", action="store_true", help="replace the '## Token export' section of docs/benchmarks.md")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep data here (reused by later runs); default: a temporary folder",
+    )
+    p.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="replace the '## Token export' section of docs/benchmarks.md",
+    )
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     return p.parse_args(argv)
 
@@ -441,11 +555,16 @@ def prepare_bench(args: argparse.Namespace, work: Path) -> tuple[Bench, str]:
     (work / "data").mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if not Path(prefix + ".idx").exists():
-        write_dataset(prefix, token_pool(tok_path, args.pool_tokens, args.seed), n_tokens, dtype, args.seed)
+        write_dataset(
+            prefix, token_pool(tok_path, args.pool_tokens, args.seed), n_tokens, dtype, args.seed
+        )
     ds = IndexedDataset(prefix)
     run = TrainingRun(seq_len=args.seq_len, seed=args.seed, num_samples=args.windows)
     order = open_sample_order(ds, run)
-    _log(f"data: {ds.num_tokens:,} tokens ({ds.dtype}), {len(ds):,} documents, {len(order):,} samples; {time.perf_counter() - t0:.1f} s")
+    _log(
+        f"data: {ds.num_tokens:,} tokens ({ds.dtype}), {len(ds):,} documents, {len(order):,} "
+        f"samples; {time.perf_counter() - t0:.1f} s"
+    )
     outs = work / "out"
     shutil.rmtree(outs, ignore_errors=True)
     outs.mkdir()
@@ -464,26 +583,56 @@ def run_baselines(b: Bench) -> list[Result]:
         tk = tokenizer if content == "text" else None
         if not args.skip_loops:
             out = b.outs / f"loop-{content}.jsonl"
-            results.append(measure("(a) TokenSmith-style loop", content, "jsonl", args.windows, b.tokens, out, lambda o=out, t=tk: loop_export(b.ds, b.order, b.ids, o, t), []))
+            results.append(
+                measure(
+                    "(a) TokenSmith-style loop",
+                    content,
+                    "jsonl",
+                    args.windows,
+                    b.tokens,
+                    out,
+                    lambda o=out, t=tk: loop_export(b.ds, b.order, b.ids, o, t),
+                    [],
+                )
+            )
             if content == "tokens":
                 out.unlink()
         out = b.outs / f"batch-{content}.jsonl"
         name = "(b) batch_decode + orjson" if tk else "(b) batched gather + orjson"
-        results.append(measure(name, content, "jsonl", args.windows, b.tokens, out, lambda o=out, t=tk: batch_export(b.ds, b.order, b.ids, o, t, args.chunk_size), []))
+        results.append(
+            measure(
+                name,
+                content,
+                "jsonl",
+                args.windows,
+                b.tokens,
+                out,
+                lambda o=out, t=tk: batch_export(b.ds, b.order, b.ids, o, t, args.chunk_size),
+                [],
+            )
+        )
     del tokenizer
     gc.collect()
     return results
 
 
-def _prepare(b: Bench, content: str, fmt: str, name: str, chunk: int | None = None, stop: int | None = None) -> tuple[Any, float]:
+def _prepare(
+    b: Bench, content: str, fmt: str, name: str, chunk: int | None = None, stop: int | None = None
+) -> tuple[Any, float]:
     """A prepared dexport run over samples ``[0, stop)`` and the seconds ``prepare`` took."""
     from pipeline.tokens.job import TokenExport, prepare_token_export
 
     spec = TokenExport(
-        prefix=b.ds.prefix, out=str(b.outs / name), selection_kind="sequence_range",
-        selection_value=(0, stop or b.args.windows), run=b.run, content=content,
-        tokenizer=b.tok_path if content == "text" else None, format=fmt,
-        chunk_size=chunk or b.args.chunk_size, overwrite=True,
+        prefix=b.ds.prefix,
+        out=str(b.outs / name),
+        selection_kind="sequence_range",
+        selection_value=(0, stop or b.args.windows),
+        run=b.run,
+        content=content,
+        tokenizer=b.tok_path if content == "text" else None,
+        format=fmt,
+        chunk_size=chunk or b.args.chunk_size,
+        overwrite=True,
     )
     t0 = time.perf_counter()
     prepared = prepare_token_export(spec, dataset=b.ds, order=b.order)
@@ -497,36 +646,64 @@ def warm_up(b: Bench, client: Any) -> float:
     t0 = time.perf_counter()
     client.run(_import_worker_modules, not b.args.skip_text)
     stop = min(b.args.windows, 200 * b.args.workers)
-    prepared, _ = _prepare(b, "tokens", "jsonl", "warm-up", chunk=max(1, stop // (2 * b.args.workers)), stop=stop)
+    prepared, _ = _prepare(
+        b, "tokens", "jsonl", "warm-up", chunk=max(1, stop // (2 * b.args.workers)), stop=stop
+    )
     run_token_export(prepared, client, progress=False)
     shutil.rmtree(b.outs / "warm-up")
     return time.perf_counter() - t0
 
 
-def run_dexport(b: Bench, client: Any, worker_pids: list[int]) -> tuple[list[Result], dict[str, bool]]:
+def run_dexport(
+    b: Bench, client: Any, worker_pids: list[int]
+) -> tuple[list[Result], dict[str, bool]]:
     """(c): tokens JSONL and Parquet, text JSONL on fresh then warm workers; outputs checked."""
     from pipeline.tokens.job import run_token_export
 
     def one(content: str, fmt: str, name: str, note: str = "") -> Result:
         """Prepare (untimed, reported when slow), then measure one export."""
         prepared, prep_s = _prepare(b, content, fmt, name)
-        res = measure("(c) dexport", content, fmt, b.args.windows, b.tokens, b.outs / name, lambda: run_token_export(prepared, client, progress=False), worker_pids, dexport=True, note=note)
+        res = measure(
+            "(c) dexport",
+            content,
+            fmt,
+            b.args.windows,
+            b.tokens,
+            b.outs / name,
+            lambda: run_token_export(prepared, client, progress=False),
+            worker_pids,
+            dexport=True,
+            note=note,
+        )
         if prep_s >= 0.5:
             res.note = f"{res.note} (prepare {prep_s:.1f} s)".strip()
         return res
 
     _log("dexport:")
     results, checks = [one("tokens", "jsonl", "dx-tokens")], {}
-    checks["tokens: dexport == (b)"] = same_records(b.outs / "dx-tokens", b.outs / "batch-tokens.jsonl")
+    checks["tokens: dexport == (b)"] = same_records(
+        b.outs / "dx-tokens", b.outs / "batch-tokens.jsonl"
+    )
     results.append(one("tokens", "parquet", "dx-tokens-pq"))
     if not b.args.skip_text:
-        results.append(one("text", "jsonl", "dx-text-cold", note="first text run: workers receive the detokenizer"))
+        results.append(
+            one(
+                "text",
+                "jsonl",
+                "dx-text-cold",
+                note="first text run: workers receive the detokenizer",
+            )
+        )
         shutil.rmtree(b.outs / "dx-text-cold")
         client.run(_load_detokenizer, b.tok_path)  # a worker the first run left idle loads it now
         results.append(one("text", "jsonl", "dx-text", note="again, warm workers"))
-        checks["text: dexport == (b)"] = same_records(b.outs / "dx-text", b.outs / "batch-text.jsonl")
+        checks["text: dexport == (b)"] = same_records(
+            b.outs / "dx-text", b.outs / "batch-text.jsonl"
+        )
         if not b.args.skip_loops:
-            checks["text: (a) == (b)"] = same_records(b.outs / "loop-text.jsonl", b.outs / "batch-text.jsonl")
+            checks["text: (a) == (b)"] = same_records(
+                b.outs / "loop-text.jsonl", b.outs / "batch-text.jsonl"
+            )
     return results, checks
 
 
@@ -543,13 +720,36 @@ def run_flatness(b: Bench, client: Any, worker_pids: list[int]) -> list[tuple[in
         if not Path(prefix + ".idx").exists():
             write_dataset(prefix, pool, size, b.dtype, args.seed + factor)
         ds = IndexedDataset(prefix)
-        run = TrainingRun(seq_len=args.seq_len, seed=args.seed, num_samples=(ds.num_tokens - 1) // args.seq_len, splits="100,0,0")
+        run = TrainingRun(
+            seq_len=args.seq_len,
+            seed=args.seed,
+            num_samples=(ds.num_tokens - 1) // args.seq_len,
+            splits="100,0,0",
+        )
         out = b.outs / f"flat-{factor}"
-        spec = TokenExport(prefix=prefix, out=str(out), selection_kind="all", run=run, format="jsonl", chunk_size=args.chunk_size, overwrite=True)
+        spec = TokenExport(
+            prefix=prefix,
+            out=str(out),
+            selection_kind="all",
+            run=run,
+            format="jsonl",
+            chunk_size=args.chunk_size,
+            overwrite=True,
+        )
         prepared = prepare_token_export(spec, dataset=ds, order=open_sample_order(ds, run))
         n = len(prepared.selection)
         label = f"dexport --all, {ds.num_tokens:,} tokens"
-        res = measure(label, "tokens", "jsonl", n, n * (args.seq_len + 1), out, lambda p=prepared: run_token_export(p, client, progress=False), worker_pids, dexport=True)
+        res = measure(
+            label,
+            "tokens",
+            "jsonl",
+            n,
+            n * (args.seq_len + 1),
+            out,
+            lambda p=prepared: run_token_export(p, client, progress=False),
+            worker_pids,
+            dexport=True,
+        )
         flat.append((ds.num_tokens, res))
         shutil.rmtree(out)
     return flat
@@ -574,7 +774,17 @@ def _run(args: argparse.Namespace, work: Path, t_start: float) -> int:
         flat = [] if args.skip_flat else run_flatness(bench, client, worker_pids)
     total = time.perf_counter() - t_start
     load = (load_start, os.getloadavg()[0])
-    report = _report(args, tok_desc, bench.ds, bench.dtype, (startup, warm), results, flat, checks, (total, *load))
+    report = _report(
+        args,
+        tok_desc,
+        bench.ds,
+        bench.dtype,
+        (startup, warm),
+        results,
+        flat,
+        checks,
+        (total, *load),
+    )
     print(report)
     if args.write_docs:
         write_docs(report, args.docs)
@@ -582,36 +792,63 @@ def _run(args: argparse.Namespace, work: Path, t_start: float) -> int:
     return 0 if all(checks.values()) else 1
 
 
-def _report(args: argparse.Namespace, tok_desc: str, ds: IndexedDataset, dtype: np.dtype, startup: tuple[float, float], results: list[Result], flat: list[tuple[int, Result]], checks: dict[str, bool], timing: tuple[float, float, float]) -> str:
+def _report(
+    args: argparse.Namespace,
+    tok_desc: str,
+    ds: IndexedDataset,
+    dtype: np.dtype,
+    startup: tuple[float, float],
+    results: list[Result],
+    flat: list[tuple[int, Result]],
+    checks: dict[str, bool],
+    timing: tuple[float, float, float],
+) -> str:
     """The ``## Token export`` section: set-up, tables, checks and observations."""
     cpu = platform.processor() or platform.machine()
     mem_gib = psutil.virtual_memory().total / 1024**3
     lines = [
         DOCS_SECTION,
         "",
-        f"Measured {dt.date.today().isoformat()} with `scripts/bench_tokens.py{_flags(args)}` on {os.cpu_count()} cores "
-        f"({cpu}), {mem_gib:.0f} GiB RAM, no GPU; Python {platform.python_version()}. Whole run: {timing[0]:.0f} s; "
-        f"1-minute load average {timing[1]:.1f} at the start, {timing[2]:.1f} at the end (other jobs share the machine).",
+        f"Measured {dt.date.today().isoformat()} with `scripts/bench_tokens.py{_flags(args)}` on "
+        f"{os.cpu_count()} cores "
+        f"({cpu}), {mem_gib:.0f} GiB RAM, no GPU; Python {platform.python_version()}. Whole run: "
+        f"{timing[0]:.0f} s; "
+        f"1-minute load average {timing[1]:.1f} at the start, {timing[2]:.1f} at the end (other "
+        "jobs share the machine).",
         "",
-        f"- Selection: samples 0..{args.windows - 1} (`--sequence-range 0:{args.windows}`) of a GPT-NeoX order "
-        f"(seq_len {args.seq_len}, seed {args.seed}, splits 969,30,1, packed): {args.windows:,} windows of "
-        f"{args.seq_len + 1} tokens = {args.windows * (args.seq_len + 1):,} tokens, spread over the file by the shuffle.",
-        f"- Data: {ds.num_tokens:,} tokens ({dtype}), {len(ds):,} documents of generated multilingual text "
+        f"- Selection: samples 0..{args.windows - 1} (`--sequence-range 0:{args.windows}`) of a "
+        "GPT-NeoX order "
+        f"(seq_len {args.seq_len}, seed {args.seed}, splits 969,30,1, packed): {args.windows:,} "
+        "windows of "
+        f"{args.seq_len + 1} tokens = {args.windows * (args.seq_len + 1):,} tokens, spread over "
+        "the file by the shuffle.",
+        f"- Data: {ds.num_tokens:,} tokens ({dtype}), {len(ds):,} documents of generated "
+        "multilingual text "
         f"(ASCII, accents, CJK, emoji) tokenized with {tok_desc}, plus EOD.",
-        f"- dexport: `run_token_export` on an embedded LocalCluster of {args.workers} worker processes × 1 thread, "
-        f"`--chunk-size {args.chunk_size}`. Not in the timings: cluster start-up ({startup[0]:.1f} s) and the "
-        f"worker warm-up ({startup[1]:.1f} s: importing numba kernels, pandas for Parquet and transformers{_pyc_note()}, "
+        f"- dexport: `run_token_export` on an embedded LocalCluster of {args.workers} worker "
+        "processes × 1 thread, "
+        f"`--chunk-size {args.chunk_size}`. Not in the timings: cluster start-up ({startup[0]:.1f} "
+        "s) and the "
+        f"worker warm-up ({startup[1]:.1f} s: importing numba kernels, pandas for Parquet and "
+        f"transformers{_pyc_note()}, "
         f"then one small untimed export). "
         "Baselines run in the benchmark process, one core.",
-        "- (a) reads one window at a time (`SampleOrder.windows([i])`, as TokenSmith's `__getitem__`), "
-        "`tokenizer.decode`, then `json.dump(record, f, ensure_ascii=False)` + newline as TokenSmith's "
-        "`_write_chunk_to_jsonl`; (b) gathers a chunk at once, `tokenizer.batch_decode`, `orjson.dumps` per record.",
-        "- Peak RSS: kernel high-water mark (`VmHWM`, reset before each run) of this process (client and "
-        "scheduler for dexport) and of each worker. Tokens are read with `pread` into each chunk's arrays, so no dataset pages stay mapped.",
+        "- (a) reads one window at a time (`SampleOrder.windows([i])`, as TokenSmith's "
+        "`__getitem__`), "
+        "`tokenizer.decode`, then `json.dump(record, f, ensure_ascii=False)` + newline as "
+        "TokenSmith's "
+        "`_write_chunk_to_jsonl`; (b) gathers a chunk at once, `tokenizer.batch_decode`, "
+        "`orjson.dumps` per record.",
+        "- Peak RSS: kernel high-water mark (`VmHWM`, reset before each run) of this process "
+        "(client and "
+        "scheduler for dexport) and of each worker. Tokens are read with `pread` into each chunk's "
+        "arrays, so no dataset pages stay mapped.",
         "",
         main_table(results),
         "",
-        "Checks: " + ", ".join(f"{k}: {'identical' if v else 'DIFFERENT'}" for k, v in checks.items()) + ".",
+        "Checks: "
+        + ", ".join(f"{k}: {'identical' if v else 'DIFFERENT'}" for k, v in checks.items())
+        + ".",
     ]
     if flat:
         lines += [
@@ -636,43 +873,91 @@ def observations(results: list[Result], flat: list[tuple[int, Result]]) -> list[
         """``a``'s throughput over ``b``'s."""
         return f"{a.tokens_per_s / b.tokens_per_s:.1f}×" if a and b and b.tokens_per_s else "–"
 
-    warm = next((r for r in results if r.dexport and r.content == "text" and "warm" in r.note), None)
-    cold = next((r for r in results if r.dexport and r.content == "text" and "first" in r.note), None)
+    warm = next(
+        (r for r in results if r.dexport and r.content == "text" and "warm" in r.note), None
+    )
+    cold = next(
+        (r for r in results if r.dexport and r.content == "text" and "first" in r.note), None
+    )
     loop_t, batch_t = by.get(("(a)", "text", "jsonl", "")), by.get(("(b)", "text", "jsonl", ""))
     if warm:
-        out.append(f"- Text: dexport on warm workers is {ratio(warm, loop_t)} the TokenSmith-style loop and {ratio(warm, batch_t)} "
-                   "`batch_decode` + orjson, with the same records (checked).")
+        out.append(
+            f"- Text: dexport on warm workers is {ratio(warm, loop_t)} the TokenSmith-style loop "
+            f"and {ratio(warm, batch_t)} "
+            "`batch_decode` + orjson, with the same records (checked)."
+        )
     if warm and cold:
-        out.append(f"- The first text export on fresh workers took {cold.seconds - warm.seconds:.1f} s longer: the driver's "
-                   "verified detokenizer is shipped to each worker once, and each process compiles its kernels on first use.")
-    dx_t = next((r for r in results if r.dexport and r.content == "tokens" and r.fmt == "jsonl"), None)
+        out.append(
+            f"- The first text export on fresh workers took {cold.seconds - warm.seconds:.1f} s "
+            "longer: the driver's "
+            "verified detokenizer is shipped to each worker once, and each process compiles its "
+            "kernels on first use."
+        )
+    dx_t = next(
+        (r for r in results if r.dexport and r.content == "tokens" and r.fmt == "jsonl"), None
+    )
     loop_k, batch_k = by.get(("(a)", "tokens", "jsonl", "")), by.get(("(b)", "tokens", "jsonl", ""))
     if dx_t:
-        out.append(f"- Raw tokens as JSONL: dexport is {ratio(dx_t, loop_k)} the TokenSmith-style loop and {ratio(dx_t, batch_k)} the "
-                   "single-process batched loop (b), which does the least work possible (one gather and one `orjson.dumps` per "
-                   "record, no hashing, no atomic publish).")
+        out.append(
+            f"- Raw tokens as JSONL: dexport is {ratio(dx_t, loop_k)} the TokenSmith-style loop "
+            f"and {ratio(dx_t, batch_k)} the "
+            "single-process batched loop (b), which does the least work possible (one gather and "
+            "one `orjson.dumps` per "
+            "record, no hashing, no atomic publish)."
+        )
     if len(flat) == 2:
         (n1, r1), (n2, r2) = flat
-        anon1, anon2 = max(r1.memory.worker_anon_peaks.values(), default=0), max(r2.memory.worker_anon_peaks.values(), default=0)
-        rss1, rss2 = max(r1.memory.worker_peaks.values(), default=0), max(r2.memory.worker_peaks.values(), default=0)
-        out.append(f"- Memory: with {n2 / n1:.0f}× the data at the same chunk size, the peak anonymous memory of a worker went from "
-                   f"{_mib(anon1)} to {_mib(anon2)} MiB and its peak RSS from {_mib(rss1)} to {_mib(rss2)} MiB. Memory per worker depends on "
-                   "the chunk size, not on the dataset size.")
+        anon1, anon2 = (
+            max(r1.memory.worker_anon_peaks.values(), default=0),
+            max(r2.memory.worker_anon_peaks.values(), default=0),
+        )
+        rss1, rss2 = (
+            max(r1.memory.worker_peaks.values(), default=0),
+            max(r2.memory.worker_peaks.values(), default=0),
+        )
+        out.append(
+            f"- Memory: with {n2 / n1:.0f}× the data at the same chunk size, the peak anonymous "
+            "memory of a worker went from "
+            f"{_mib(anon1)} to {_mib(anon2)} MiB and its peak RSS from {_mib(rss1)} to "
+            f"{_mib(rss2)} MiB. Memory per worker depends on "
+            "the chunk size, not on the dataset size."
+        )
     return out
 
 
 def _pyc_note() -> str:
     """Why imports are slow here, when they are."""
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        return "; slow here because Python runs without .pyc caching, `PYTHONDONTWRITEBYTECODE` is set"
+        return (
+            "; slow here because Python runs without .pyc caching, `PYTHONDONTWRITEBYTECODE` is set"
+        )
     return ""
 
 
 def _flags(args: argparse.Namespace) -> str:
     """The command-line flags that differ from the defaults (for the report)."""
     defaults = vars(parse_args([]))
-    keep = [k for k in ("windows", "seq_len", "chunk_size", "workers", "tokenizer", "flat_tokens", "flat_factor", "skip_text", "skip_loops", "skip_flat") if getattr(args, k) != defaults[k]]
-    return "".join(f" --{k.replace('_', '-')}" + ("" if isinstance(getattr(args, k), bool) else f" {getattr(args, k)}") for k in keep)
+    keep = [
+        k
+        for k in (
+            "windows",
+            "seq_len",
+            "chunk_size",
+            "workers",
+            "tokenizer",
+            "flat_tokens",
+            "flat_factor",
+            "skip_text",
+            "skip_loops",
+            "skip_flat",
+        )
+        if getattr(args, k) != defaults[k]
+    ]
+    return "".join(
+        f" --{k.replace('_', '-')}"
+        + ("" if isinstance(getattr(args, k), bool) else f" {getattr(args, k)}")
+        for k in keep
+    )
 
 
 if __name__ == "__main__":

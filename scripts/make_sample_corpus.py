@@ -28,18 +28,58 @@ import numpy as np
 import orjson
 
 DOMAINS = (
-    "Computers_and_Electronics", "Science", "Health", "Business_and_Industrial", "News",
-    "Finance", "Arts_and_Entertainment", "Sports", "Law_and_Government", "Travel",
+    "Computers_and_Electronics",
+    "Science",
+    "Health",
+    "Business_and_Industrial",
+    "News",
+    "Finance",
+    "Arts_and_Entertainment",
+    "Sports",
+    "Law_and_Government",
+    "Travel",
 )
 SITES = ("techpulse", "wikinews", "sciencedaily", "healthline", "bizweek", "arstech", "travelog")
-SYLLABLES = ("ka", "lo", "mi", "ne", "ra", "to", "vu", "shi", "den", "por", "tal", "quen", "bri", "sol", "mar", "gen", "lin", "dro", "fe", "zu")
+SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ra",
+    "to",
+    "vu",
+    "shi",
+    "den",
+    "por",
+    "tal",
+    "quen",
+    "bri",
+    "sol",
+    "mar",
+    "gen",
+    "lin",
+    "dro",
+    "fe",
+    "zu",
+)
 FOREIGN = ("café", "naïve", "über", "smörgåsbord", "日本語", "Ελληνικά", "русский", "emoji🙂")
-BAD_KINDS = ("invalid_json", "missing_text", "empty_text", "nul_in_text", "text_not_string", "wrong_type_quality", "truncated_utf8", "not_an_object")
+BAD_KINDS = (
+    "invalid_json",
+    "missing_text",
+    "empty_text",
+    "nul_in_text",
+    "text_not_string",
+    "wrong_type_quality",
+    "truncated_utf8",
+    "not_an_object",
+)
 
 
 def _vocabulary(rng: np.random.Generator, size: int = 4000) -> list[str]:
     words = {"".join(rng.choice(SYLLABLES, rng.integers(1, 4))) for _ in range(size * 2)}
-    vocab = sorted(words)[:size] + ["the", "of", "and", "to", "in", "data", "model", "training"] * 20
+    vocab = (
+        sorted(words)[:size] + ["the", "of", "and", "to", "in", "data", "model", "training"] * 20
+    )
     return vocab + list(FOREIGN)
 
 
@@ -77,7 +117,10 @@ class Generator:
             "id": f"doc-{i:08d}",
             "text": text,
             "title": title,
-            "url": f"https://www.{SITES[i % len(SITES)]}.com/{i // 100}/{title.lower().replace(' ', '-')}",
+            "url": (
+                f"https://www.{SITES[i % len(SITES)]}.com/{i // 100}/"
+                f"{title.lower().replace(' ', '-')}"
+            ),
             "domain": DOMAINS[int(rng.integers(0, len(DOMAINS)))],
             "quality_prob": q,
             "quality_pred": "High" if q >= 0.8 else "Medium" if q >= 0.6 else "Low",
@@ -119,23 +162,48 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
-def generate(out: str, *, docs: int | None = None, target_bytes: int | None = None, files: int = 1, bad: int = 0, blank: int = 0,
-             seed: int = 0, compression: str | None = None, fmt: str = "jsonl", mean_words: int = 450, first_id: int = 0) -> dict:
+def generate(
+    out: str,
+    *,
+    docs: int | None = None,
+    target_bytes: int | None = None,
+    files: int = 1,
+    bad: int = 0,
+    blank: int = 0,
+    seed: int = 0,
+    compression: str | None = None,
+    fmt: str = "jsonl",
+    mean_words: int = 450,
+    first_id: int = 0,
+) -> dict:
     """Write the corpus under ``out``; returns what was written (counts by kind)."""
     if (docs is None) == (target_bytes is None):
         raise ValueError("give exactly one of docs / target_bytes")
     os.makedirs(out, exist_ok=True)
     gen = Generator(seed, mean_words)
     plant = np.random.default_rng(seed + 1)
-    bad_at = set(plant.choice(docs, size=min(bad, docs), replace=False).tolist()) if docs and bad else set()
+    bad_at = (
+        set(plant.choice(docs, size=min(bad, docs), replace=False).tolist())
+        if docs and bad
+        else set()
+    )
     per_file = target_bytes / files if target_bytes else None
-    written = {"documents": 0, "bad": dict.fromkeys(BAD_KINDS, 0), "blank_lines": 0, "lines": 0, "bytes": 0, "files": []}
+    written = {
+        "documents": 0,
+        "bad": dict.fromkeys(BAD_KINDS, 0),
+        "blank_lines": 0,
+        "lines": 0,
+        "bytes": 0,
+        "files": [],
+    }
     i = 0  # record number; ids start at first_id so corpora can be combined
     for f in range(files):
         lines: list[bytes] = []
         size = 0
         n_here = None if docs is None else docs // files + (1 if f < docs % files else 0)
-        while (n_here is not None and len(lines) < n_here) or (per_file is not None and size < per_file):
+        while (n_here is not None and len(lines) < n_here) or (
+            per_file is not None and size < per_file
+        ):
             rec = gen.record(first_id + i)
             if i in bad_at:
                 kind = BAD_KINDS[len([b for b in bad_at if b < i]) % len(BAD_KINDS)]
@@ -195,8 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", choices=("gzip", "zstd"))
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     args = parser.parse_args(argv)
-    info = generate(args.out, docs=args.docs, target_bytes=args.target_bytes, files=args.files, bad=args.bad, blank=args.blank,
-                    seed=args.seed, compression=args.compression, fmt=args.format, mean_words=args.mean_words)
+    info = generate(
+        args.out,
+        docs=args.docs,
+        target_bytes=args.target_bytes,
+        files=args.files,
+        bad=args.bad,
+        blank=args.blank,
+        seed=args.seed,
+        compression=args.compression,
+        fmt=args.format,
+        mean_words=args.mean_words,
+    )
     json.dump(info, sys.stdout, indent=2)
     print()
     return 0

@@ -18,7 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _load_generator() -> Any:
-    spec = importlib.util.spec_from_file_location("make_sample_corpus", ROOT / "scripts" / "make_sample_corpus.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_sample_corpus", ROOT / "scripts" / "make_sample_corpus.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,8 +41,19 @@ def workshop_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Two zstd JSONL files and one plain file with planted bad records and blank lines."""
     out = tmp_path_factory.mktemp("bad")
-    info = sample.generate(str(out / "z"), docs=240, bad=48, blank=3, files=2, seed=3, compression="zstd", mean_words=60)
-    plain = sample.generate(str(out / "p"), docs=160, bad=16, blank=2, files=1, seed=4, mean_words=60, first_id=10_000)
+    info = sample.generate(
+        str(out / "z"),
+        docs=240,
+        bad=48,
+        blank=3,
+        files=2,
+        seed=3,
+        compression="zstd",
+        mean_words=60,
+    )
+    plain = sample.generate(
+        str(out / "p"), docs=160, bad=16, blank=2, files=1, seed=4, mean_words=60, first_id=10_000
+    )
     return out, {"z": info, "p": plain}
 
 
@@ -67,4 +80,6 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` by relative path (for byte-identity checks)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

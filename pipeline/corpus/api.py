@@ -58,7 +58,9 @@ def export_corpus(
 
     options = dict(storage_options or {})
     spec = CorpusExport(
-        inputs=[inputs] if isinstance(inputs, str | os.PathLike) else [os.fspath(i) for i in inputs],
+        inputs=[inputs]
+        if isinstance(inputs, str | os.PathLike)
+        else [os.fspath(i) for i in inputs],
         out=os.fspath(out),
         schema=_schema(schema, options, set_values or []),
         split=parse_split(split, seed=seed, key=split_key, exact=exact_counts),

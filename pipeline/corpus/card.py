@@ -40,7 +40,10 @@ def front_matter(data_files: dict[str, str], pretty_name: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -53,19 +56,34 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def render_card(stats: dict[str, Any], data_files: dict[str, str], *, pretty_name: str, example: dict | None, command: str | None, images: bool = True) -> str:
+def render_card(
+    stats: dict[str, Any],
+    data_files: dict[str, str],
+    *,
+    pretty_name: str,
+    example: dict | None,
+    command: str | None,
+    images: bool = True,
+) -> str:
     """The whole ``README.md``."""
     splits = stats["splits"]
     tokens = any("total_tokens" in s for s in splits.values())
-    header = ["split", "documents", "avg text length", "total chars", "total words"] + (["total tokens"] if tokens else [])
-    rows = [[name, s["count"], float(s["avg_text_length"]), s["total_chars"], s["total_words"]] + ([s.get("total_tokens", 0)] if tokens else []) for name, s in splits.items()]
+    header = ["split", "documents", "avg text length", "total chars", "total words"] + (
+        ["total tokens"] if tokens else []
+    )
+    rows = [
+        [name, s["count"], float(s["avg_text_length"]), s["total_chars"], s["total_words"]]
+        + ([s.get("total_tokens", 0)] if tokens else [])
+        for name, s in splits.items()
+    ]
     total = stats["total_documents"]
     parts = [
         front_matter(data_files, pretty_name),
         f"# {pretty_name}\n",
         f"{total:,} documents in {len(splits)} splits, exported by dexport with schema mapping, "
         f"per-record validation and a deterministic split ({_split_words(stats)}).\n",
-        "```python\nfrom datasets import load_dataset\n\nds = load_dataset(\"path/to/this/folder\")\n```\n",
+        "```python\nfrom datasets import load_dataset\n\nds = "
+        'load_dataset("path/to/this/folder")\n```\n',
         "## Splits\n",
         _table(header, rows) + "\n",
     ]
@@ -74,12 +92,19 @@ def render_card(stats: dict[str, Any], data_files: dict[str, str], *, pretty_nam
     if images:
         parts += [f"![text length, {name}]({image_path(name)})\n" for name in splits]
     if stats.get("domain_distribution"):
-        rows = [[d, c, f"{100 * c / total:.1f}%" if total else "-"] for d, c in stats["domain_distribution"].items()]
+        rows = [
+            [d, c, f"{100 * c / total:.1f}%" if total else "-"]
+            for d, c in stats["domain_distribution"].items()
+        ]
         parts += ["## Domains\n", _table(["domain", "documents", "share"], rows) + "\n"]
     quality = stats.get("quality_distribution") or {}
     if any(quality.values()):
         rows = [[k, v] for k, v in quality.items()]
-        parts += ["## Quality\n", "high: score >= 0.8, medium: >= 0.6, low: below.\n", _table(["bucket", "documents"], rows) + "\n"]
+        parts += [
+            "## Quality\n",
+            "high: score >= 0.8, medium: >= 0.6, low: below.\n",
+            _table(["bucket", "documents"], rows) + "\n",
+        ]
     acct = stats.get("accounting", {})
     rejected = stats.get("rejected") or {}
     parts += [

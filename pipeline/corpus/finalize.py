@@ -26,7 +26,15 @@ from pipeline.runtime.output import MANIFEST, OutputDir, PartRecord, tool_versio
 HASH_BUFFER = 8 << 20
 
 
-def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], results: list[list[PartRecord]], t0: float, executor: Any = None) -> dict[str, Any]:
+def finalize(
+    spec: Any,
+    output: OutputDir,
+    task: Any,
+    params: dict[str, Any],
+    results: list[list[PartRecord]],
+    t0: float,
+    executor: Any = None,
+) -> dict[str, Any]:
     """Publish everything that follows from the part records; returns the run summary.
 
     With an ``executor``, the histograms are drawn by its (otherwise idle) workers while this
@@ -39,20 +47,29 @@ def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], re
     files: list[PartRecord] = []
     if spec.parts:
         for records in results:
-            files += [PartRecord(r.path, r.rows, r.bytes, r.sha256, {"split": r.extra["split"]}) for r in records[:-1]]
+            files += [
+                PartRecord(r.path, r.rows, r.bytes, r.sha256, {"split": r.extra["split"]})
+                for r in records[:-1]
+            ]
         data_files = {name: f"{name}/part-*{task.ext}" for name in names}
     else:
         for i, name in enumerate(names):
             target = f"{name}{task.ext}"
-            files.append(_assemble(output, spec.format, [records[i] for records in results], target, name))
+            files.append(
+                _assemble(output, spec.format, [records[i] for records in results], target, name)
+            )
             data_files[name] = target
     for records in results:
         rejects = records[-1]
         if rejects.rows:
-            files.append(PartRecord(rejects.path, rejects.rows, rejects.bytes, rejects.sha256, None))
+            files.append(
+                PartRecord(rejects.path, rejects.rows, rejects.bytes, rejects.sha256, None)
+            )
         elif output.fs.exists(output.file(rejects.path)):
             output.fs.rm(output.file(rejects.path))
-    if not any(f.path.startswith("rejects/") for f in files) and output.fs.isdir(output.file("rejects")):
+    if not any(f.path.startswith("rejects/") for f in files) and output.fs.isdir(
+        output.file("rejects")
+    ):
         output.fs.rm(output.file("rejects"), recursive=True)  # an empty folder locally
     extra = {
         "split": spec.split.as_dict(),
@@ -62,19 +79,32 @@ def finalize(spec: Any, output: OutputDir, task: Any, params: dict[str, Any], re
         "tool": f"dexport {tool_version()}",
     }
     stats = dataset_stats(stats_by_split, rejected, accounting, extra)
-    extras = [_publish(output, "dataset_stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode())]
+    extras = [
+        _publish(
+            output,
+            "dataset_stats.json",
+            (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode(),
+        )
+    ]
     if spec.card:
         extras += _publish_card(output, spec, stats, pictures, data_files, _example(results))
     if not spec.parts:
         for name in names:
             if output.fs.exists(output.file(name)):
                 output.fs.rm(output.file(name), recursive=True)
-    totals = {"documents": stats["total_documents"], "rejected": stats["total_rejected"], "splits": {n: s.count for n, s in stats_by_split.items()}, **{k: accounting[k] for k in ("input_lines", "blank_lines")}}
+    totals = {
+        "documents": stats["total_documents"],
+        "rejected": stats["total_rejected"],
+        "splits": {n: s.count for n, s in stats_by_split.items()},
+        **{k: accounting[k] for k in ("input_lines", "blank_lines")},
+    }
     output.finalize(params, "corpus", files, totals, extras)
     return _summary(output, stats, files + extras, t0)
 
 
-def _assemble(output: OutputDir, fmt: str, parts: list[PartRecord], target: str, split: str) -> PartRecord:
+def _assemble(
+    output: OutputDir, fmt: str, parts: list[PartRecord], target: str, split: str
+) -> PartRecord:
     """One file per split from its parts, in partition order, with its size and sha256."""
     fs = output.fs
     sources = [output.file(r.path) for r in parts]
@@ -132,16 +162,32 @@ def _draw_histograms(by_split: dict[str, SplitStats], executor: Any) -> dict[str
     jobs = {name: (s.lengths, f"{name}: {s.count:,} documents") for name, s in by_split.items()}
     if executor is None:
         return {name: dataset_card.histogram_png(*args) for name, args in jobs.items()}
-    return {name: executor.submit(dataset_card.histogram_png, *args, key=f"dexport-histogram-{name}-{uuid.uuid4().hex[:8]}") for name, args in jobs.items()}
+    return {
+        name: executor.submit(
+            dataset_card.histogram_png,
+            *args,
+            key=f"dexport-histogram-{name}-{uuid.uuid4().hex[:8]}",
+        )
+        for name, args in jobs.items()
+    }
 
 
-def _publish_card(output: OutputDir, spec: Any, stats: dict, pictures: dict[str, Any], data_files: dict[str, str], example: dict | None) -> list[PartRecord]:
+def _publish_card(
+    output: OutputDir,
+    spec: Any,
+    stats: dict,
+    pictures: dict[str, Any],
+    data_files: dict[str, str],
+    example: dict | None,
+) -> list[PartRecord]:
     out = []
     for name, png in pictures.items():
         png = png if isinstance(png, bytes) else png.result()
         out.append(_publish(output, dataset_card.image_path(name), png))
     pretty = output.url.rstrip("/").rsplit("/", 1)[-1] or "corpus"
-    text = dataset_card.render_card(stats, data_files, pretty_name=pretty, example=example, command=spec.command)
+    text = dataset_card.render_card(
+        stats, data_files, pretty_name=pretty, example=example, command=spec.command
+    )
     out.append(_publish(output, "README.md", text.encode()))
     return out
 
@@ -155,7 +201,9 @@ def _example(results: list[list[PartRecord]]) -> dict | None:
     return None
 
 
-def _summary(output: OutputDir, stats: dict[str, Any], files: list[PartRecord], t0: float) -> dict[str, Any]:
+def _summary(
+    output: OutputDir, stats: dict[str, Any], files: list[PartRecord], t0: float
+) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     return {
         "out": output.url,
@@ -179,7 +227,9 @@ def existing_summary(output: OutputDir, t0: float) -> dict[str, Any]:
     return {**_summary(output, stats, files, t0), "already_complete": True}
 
 
-def merge_results(names: tuple[str, ...], results: list[list[PartRecord]]) -> tuple[dict[str, SplitStats], Counter, dict[str, int]]:
+def merge_results(
+    names: tuple[str, ...], results: list[list[PartRecord]]
+) -> tuple[dict[str, SplitStats], Counter, dict[str, int]]:
     """Statistics per split, rejects by reason and line accounting, merged in partition order."""
     stats = {name: SplitStats() for name in names}
     rejected: Counter = Counter()
@@ -192,6 +242,11 @@ def merge_results(names: tuple[str, ...], results: list[list[PartRecord]]) -> tu
         lines += rejects.extra["lines"]
         blank += rejects.extra["blank_lines"]
     exported = sum(s.count for s in stats.values())
-    accounting = {"input_lines": lines, "blank_lines": blank, "exported": exported, "rejected": sum(rejected.values())}
+    accounting = {
+        "input_lines": lines,
+        "blank_lines": blank,
+        "exported": exported,
+        "rejected": sum(rejected.values()),
+    }
     accounting["balanced"] = lines == blank + exported + accounting["rejected"]
     return stats, rejected, accounting

@@ -35,7 +35,12 @@ from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 
 # Files a corpus run writes besides parts (an interrupted finalize may have left them).
-OWNED_NAMES = (r"^[A-Za-z0-9_.-]+\.(jsonl|parquet)(\.gz|\.zst)?$", r"^dataset_stats\.json$", r"^README\.md$", r"^card/[^/]+\.png$")
+OWNED_NAMES = (
+    r"^[A-Za-z0-9_.-]+\.(jsonl|parquet)(\.gz|\.zst)?$",
+    r"^dataset_stats\.json$",
+    r"^README\.md$",
+    r"^card/[^/]+\.png$",
+)
 
 
 @dataclass
@@ -65,15 +70,23 @@ class CorpusExport:
         if not self.out:
             problems.append("--out is required")
         if self.format not in corpus_writers.FORMATS:
-            problems.append(f"unknown format {self.format!r} (use {' or '.join(corpus_writers.FORMATS)})")
+            problems.append(
+                f"unknown format {self.format!r} (use {' or '.join(corpus_writers.FORMATS)})"
+            )
         if self.compression not in (None, "gzip", "zstd"):
             problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
         if self.compression and self.format == "parquet":
-            problems.append("--compression applies to jsonl; Parquet columns are always zstd-compressed")
+            problems.append(
+                "--compression applies to jsonl; Parquet columns are always zstd-compressed"
+            )
         if self.format == "parquet" and self.schema.unmapped == "metadata":
-            problems.append("schema 'unmapped: metadata' needs --format jsonl (Parquet columns are fixed)")
+            problems.append(
+                "schema 'unmapped: metadata' needs --format jsonl (Parquet columns are fixed)"
+            )
         if self.chunk_size <= 0:
-            problems.append(f"--chunk-size must be a positive number of bytes (got {self.chunk_size})")
+            problems.append(
+                f"--chunk-size must be a positive number of bytes (got {self.chunk_size})"
+            )
         if self.overwrite and self.resume:
             problems.append("--overwrite and --resume exclude each other; pass one of them")
         if problems:
@@ -93,7 +106,9 @@ class CorpusExport:
             "format": self.format,
             "compression": self.compression,
             "parts": self.parts,
-            "tokenizer": None if tokenizer is None else {"name": tokenizer.name, "sha256": tokenizer.sha256},
+            "tokenizer": None
+            if tokenizer is None
+            else {"name": tokenizer.name, "sha256": tokenizer.sha256},
             "chunk_size": self.chunk_size,
             "card": self.card,
         }
@@ -112,21 +127,26 @@ class CorpusPlan:
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
-    """Everything that can fail on the user's input, before any cluster starts or file is written."""
+    """Everything that can fail on the user's input, before any cluster starts or file is
+    written."""
     t0 = time.perf_counter()
     spec.check()
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
     if not partitions:
         raise UserError(f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty)")
-    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + ([spec.tokenizer] if spec.tokenizer else [])
+    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + (
+        [spec.tokenizer] if spec.tokenizer else []
+    )
     check_disjoint(spec.out, inputs, spec.storage_options)
     output = OutputDir(spec.out, spec.storage_options, owned=OWNED_NAMES)
     _check_output(spec, output, partitions)
     return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
 
 
-def run_corpus_export(spec: CorpusExport | CorpusPlan, executor: Any, *, progress: bool = True) -> dict[str, Any]:
+def run_corpus_export(
+    spec: CorpusExport | CorpusPlan, executor: Any, *, progress: bool = True
+) -> dict[str, Any]:
     """Run a corpus export on ``executor`` (or a Dask client); returns the summary."""
     plan = spec if isinstance(spec, CorpusPlan) else plan_corpus_export(spec)
     spec, partitions, output, params = plan.spec, plan.partitions, plan.output, plan.params
@@ -136,7 +156,16 @@ def run_corpus_export(spec: CorpusExport | CorpusPlan, executor: Any, *, progres
         output.abandon(None)
         return corpus_finalize.existing_summary(output, plan.t0)
     ranks = {path: i for i, path in enumerate(sorted({p.path for p in partitions}))}
-    task = CorpusTask(spec.schema, spec.split, spec.format, spec.compression, plan.tokenizer, spec.storage_options, output.fs, output.path)
+    task = CorpusTask(
+        spec.schema,
+        spec.split,
+        spec.format,
+        spec.compression,
+        plan.tokenizer,
+        spec.storage_options,
+        output.fs,
+        output.path,
+    )
     bounds = _rank(executor, partitions, ranks, task, progress) if spec.split.exact else None
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     try:
@@ -148,14 +177,23 @@ def run_corpus_export(spec: CorpusExport | CorpusPlan, executor: Any, *, progres
 
 
 def _finished(output: OutputDir) -> bool:
-    return output.fs.exists(output.file(MANIFEST)) and not output.fs.exists(output.file(f"{PROGRESS}/params.json"))
+    return output.fs.exists(output.file(MANIFEST)) and not output.fs.exists(
+        output.file(f"{PROGRESS}/params.json")
+    )
 
 
 def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
     base = output.url.rstrip("/")
-    inside = [p.path for p in partitions if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")]
+    inside = [
+        p.path
+        for p in partitions
+        if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")
+    ]
     if inside:
-        raise UserError(f"input {inside[0]} lies inside the output {spec.out}; write the export to another folder")
+        raise UserError(
+            f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
+            "folder"
+        )
     # Refuse early (before an exact-count pass reads everything) when the output is taken.
     if not (spec.overwrite or spec.resume):
         try:
@@ -163,22 +201,56 @@ def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputP
         except FileNotFoundError:
             taken = False
         if taken:
-            raise UserError(f"output {output.url} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+            raise UserError(
+                f"output {output.url} already exists and is not empty; pass --overwrite to replace "
+                "it or --resume to finish an interrupted run"
+            )
 
 
-def _rank(executor: Any, partitions: list[InputPartition], ranks: dict[str, int], task: CorpusTask, progress: bool) -> list:
+def _rank(
+    executor: Any,
+    partitions: list[InputPartition],
+    ranks: dict[str, int],
+    task: CorpusTask,
+    progress: bool,
+) -> list:
     """Exact mode, first pass: global ranking of record hashes → split boundaries."""
     bar = Progress(len(partitions), "dexport corpus (ranking)", enabled=progress)
-    ranked = run_tasks(executor, rank_partition, (Task(f"rank-{p.index:05d}", (p, task)) for p in partitions), progress=bar)
+    ranked = run_tasks(
+        executor,
+        rank_partition,
+        (Task(f"rank-{p.index:05d}", (p, task)) for p in partitions),
+        progress=bar,
+    )
     got = {p.index: r for p, r in zip(partitions, ranked, strict=True)}
-    hashes = np.concatenate([got[p.index][0] for p in partitions]) if partitions else np.zeros(0, np.uint64)
-    offsets = np.concatenate([got[p.index][1] for p in partitions]) if partitions else np.zeros(0, np.int64)
-    files = np.concatenate([np.full(len(got[p.index][0]), ranks[p.path], np.int64) for p in partitions]) if partitions else np.zeros(0, np.int64)
+    hashes = (
+        np.concatenate([got[p.index][0] for p in partitions])
+        if partitions
+        else np.zeros(0, np.uint64)
+    )
+    offsets = (
+        np.concatenate([got[p.index][1] for p in partitions])
+        if partitions
+        else np.zeros(0, np.int64)
+    )
+    files = (
+        np.concatenate([np.full(len(got[p.index][0]), ranks[p.path], np.int64) for p in partitions])
+        if partitions
+        else np.zeros(0, np.int64)
+    )
     sizes = exact_counts(task.split, len(hashes))
     return exact_boundaries(hashes, files, offsets, sizes)
 
 
-def _export(executor: Any, partitions: list[InputPartition], ranks: dict[str, int], task: CorpusTask, bounds: list | None, done: dict[str, PartRecord], progress: bool) -> list[list[PartRecord]]:
+def _export(
+    executor: Any,
+    partitions: list[InputPartition],
+    ranks: dict[str, int],
+    task: CorpusTask,
+    bounds: list | None,
+    done: dict[str, PartRecord],
+    progress: bool,
+) -> list[list[PartRecord]]:
     """Second (or only) pass: one task per partition not completed before; records in order."""
     finished = {}
     for p in partitions:

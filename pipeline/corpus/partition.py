@@ -56,7 +56,9 @@ class CorpusTask:
 
     def part_paths(self, index: int) -> list[str]:
         """Relative paths a partition writes: one per split, then its rejects."""
-        return [f"{name}/part-{index:05d}{self.ext}" for name in self.split.names] + [rejects_path(index, self.compression)]
+        return [f"{name}/part-{index:05d}{self.ext}" for name in self.split.names] + [
+            rejects_path(index, self.compression)
+        ]
 
 
 def rejects_path(index: int, compression: str | None) -> str:
@@ -98,15 +100,25 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
             try:
                 encoded = text.encode("utf-8")  # needed for hashing and words; fails on surrogates
             except UnicodeEncodeError as exc:
-                problem = ("invalid_unicode", f"text holds an unpaired surrogate at position {exc.start} (not valid UTF-8)")
+                problem = (
+                    "invalid_unicode",
+                    f"text holds an unpaired surrogate at position {exc.start} (not valid UTF-8)",
+                )
         if problem is None and key_parts is not None:
             kb = key_bytes(get_path(rec, key_parts))
             if kb is None:
-                problem = ("missing_split_key", f"the split key field {key_path!r} is absent or null")
+                problem = (
+                    "missing_split_key",
+                    f"the split key field {key_path!r} is absent or null",
+                )
             else:
                 valid.keys.append(kb)
         if problem is not None:
-            rejects.append(make_reject(rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec)))
+            rejects.append(
+                make_reject(
+                    rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec)
+                )
+            )
             continue
         valid.records.append(mapped)
         valid.texts.append(text)
@@ -116,7 +128,9 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
     return valid, rejects
 
 
-def _hashes_and_words(valid: _Valid, seed: int, key_is_text: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hashes_and_words(
+    valid: _Valid, seed: int, key_is_text: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(hashes, words, utf8_lengths)`` per valid record, in packed batches of texts."""
     n = len(valid.texts)
     hashes = np.zeros(n, np.uint64)
@@ -139,7 +153,13 @@ def _hashes_and_words(valid: _Valid, seed: int, key_is_text: bool) -> tuple[np.n
     return hashes, words, nbytes
 
 
-def assign(task: CorpusTask, hashes: np.ndarray, file_rank: int, offsets: list[int], bounds: list[Boundary] | None) -> np.ndarray:
+def assign(
+    task: CorpusTask,
+    hashes: np.ndarray,
+    file_rank: int,
+    offsets: list[int],
+    bounds: list[Boundary] | None,
+) -> np.ndarray:
     """Split index per valid record (hash mode, or exact mode with the global boundaries)."""
     if bounds is None:
         return np.asarray(bucket(np, hashes, task.split.thresholds()))
@@ -147,7 +167,9 @@ def assign(task: CorpusTask, hashes: np.ndarray, file_rank: int, offsets: list[i
     return exact_mode_assign(hashes, files, np.asarray(offsets, dtype=np.int64), bounds)
 
 
-def transform(data: PartitionData, task: CorpusTask, bounds: list[Boundary] | None = None, file_rank: int = 0) -> Transformed:
+def transform(
+    data: PartitionData, task: CorpusTask, bounds: list[Boundary] | None = None, file_rank: int = 0
+) -> Transformed:
     """The stage chain for one partition: map → validate → key → split → statistics.
 
     ``file_rank`` (the file's place in the sorted input) only matters in exact mode, where
@@ -168,8 +190,19 @@ def transform(data: PartitionData, task: CorpusTask, bounds: list[Boundary] | No
         texts = [valid.texts[i] for i in idx]
         domains = [_field(r, schema.domain_field) for r in recs] if schema.domain_field else []
         scores = [_field(r, schema.quality_field) for r in recs] if schema.quality_field else []
-        tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)) if tokenizer and texts else (0 if tokenizer else None)
-        out.stats[s].add([len(t) for t in texts], int(nbytes[idx].sum()), int(words[idx].sum()), domains, scores, tokens)
+        tokens = (
+            sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+            if tokenizer and texts
+            else (0 if tokenizer else None)
+        )
+        out.stats[s].add(
+            [len(t) for t in texts],
+            int(nbytes[idx].sum()),
+            int(words[idx].sum()),
+            domains,
+            scores,
+            tokens,
+        )
         out.splits[s] = recs
     return out
 
@@ -197,7 +230,9 @@ def keep_freed_memory() -> bool:
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20))
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
+        )
     except (OSError, AttributeError):
         return False
 
@@ -205,7 +240,9 @@ def keep_freed_memory() -> bool:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 
 
-def export_partition(part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None = None) -> list[PartRecord]:
+def export_partition(
+    part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None = None
+) -> list[PartRecord]:
     """Read, transform and write one partition; returns its part records (splits, rejects)."""
     keep_freed_memory()
     data = read_partition_data(part, task.input_options)
@@ -213,27 +250,47 @@ def export_partition(part: InputPartition, file_rank: int, task: CorpusTask, bou
     records = []
     arrow = task.schema.arrow_schema() if task.format == "parquet" else None
     json_paths = [f.out for f in task.schema.fields if f.type == "any"]
-    for name, recs, stats, rel in zip(task.split.names, result.splits, result.stats, task.part_paths(part.index), strict=False):
+    for name, recs, stats, rel in zip(
+        task.split.names, result.splits, result.stats, task.part_paths(part.index), strict=False
+    ):
 
-        def write(handle: Any, recs: list[dict] = recs, stats: SplitStats = stats, name: str = name) -> tuple[int, dict]:
+        def write(
+            handle: Any, recs: list[dict] = recs, stats: SplitStats = stats, name: str = name
+        ) -> tuple[int, dict]:
             if arrow is not None:
                 corpus_writers.write_parquet(handle, recs, arrow, json_paths)
             else:
                 corpus_writers.write_jsonl(handle, recs, task.compression)
-            # As JSON text: progress records are stored with sorted keys, the example keeps its order.
+            # As JSON text: progress records are stored with sorted keys, the example keeps its
+            # order.
             example = orjson.dumps(_shorten(recs[0])).decode() if recs else None
-            # Statistics as JSON text too: the part record is deep-copied and stored, one string is cheap.
-            return len(recs), {"partition": part.index, "split": name, "stats": orjson.dumps(stats.to_json()).decode(), "example": example}
+            # Statistics as JSON text too: the part record is deep-copied and stored, one string
+            # is cheap.
+            return len(recs), {
+                "partition": part.index,
+                "split": name,
+                "stats": orjson.dumps(stats.to_json()).decode(),
+                "example": example,
+            }
 
         records.append(write_part(task.out_fs, task.out_base, rel, write))
     reasons = Counter(r["reason"] for r in result.rejects)
 
     def write_rejects(handle: Any) -> tuple[int, dict]:
         corpus_writers.write_jsonl(handle, result.rejects, task.compression)
-        extra = {"partition": part.index, "lines": data.lines, "blank_lines": data.blank_lines, "rejected": dict(sorted(reasons.items()))}
+        extra = {
+            "partition": part.index,
+            "lines": data.lines,
+            "blank_lines": data.blank_lines,
+            "rejected": dict(sorted(reasons.items())),
+        }
         return len(result.rejects), extra
 
-    records.append(write_part(task.out_fs, task.out_base, rejects_path(part.index, task.compression), write_rejects))
+    records.append(
+        write_part(
+            task.out_fs, task.out_base, rejects_path(part.index, task.compression), write_rejects
+        )
+    )
     return records
 
 

@@ -57,11 +57,23 @@ class SplitSpec:
         if self.ratios is not None:
             sizes = {n: float(r) for n, r in zip(self.names, self.ratios, strict=True)}
         else:
-            sizes = {n: ("rest" if c is None else c) for n, c in zip(self.names, self.counts, strict=True)}
-        return {"names": list(self.names), "splits": sizes, "seed": self.seed, "key": self.key or "text", "mode": "exact" if self.exact else "hash", "hash": ALGORITHM}
+            sizes = {
+                n: ("rest" if c is None else c)
+                for n, c in zip(self.names, self.counts, strict=True)
+            }
+        return {
+            "names": list(self.names),
+            "splits": sizes,
+            "seed": self.seed,
+            "key": self.key or "text",
+            "mode": "exact" if self.exact else "hash",
+            "hash": ALGORITHM,
+        }
 
 
-def parse_split(text: str, *, seed: int = 42, key: str | None = None, exact: bool = False) -> SplitSpec:
+def parse_split(
+    text: str, *, seed: int = 42, key: str | None = None, exact: bool = False
+) -> SplitSpec:
     """Parse ``0.95,0.03,0.02`` or ``train=0.95,validation=0.03,test=0.02`` (or counts, exact)."""
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     problems: list[str] = []
@@ -69,12 +81,17 @@ def parse_split(text: str, *, seed: int = 42, key: str | None = None, exact: boo
         raise UserError("--split is empty; pass ratios such as 0.95,0.03,0.02")
     named = ["=" in t for t in items]
     if any(named) and not all(named):
-        raise UserError(f"--split {text!r} mixes named and unnamed values; name all (train=0.95,...) or none")
+        raise UserError(
+            f"--split {text!r} mixes named and unnamed values; name all (train=0.95,...) or none"
+        )
     if all(named):
         pairs = [tuple(s.strip() for s in t.split("=", 1)) for t in items]
     else:
         if len(items) not in DEFAULT_NAMES:
-            raise UserError(f"--split {text!r} has {len(items)} values; name them (a=0.5,b=0.3,...) when there are more than 3")
+            raise UserError(
+                f"--split {text!r} has {len(items)} values; name them (a=0.5,b=0.3,...) when there "
+                "are more than 3"
+            )
         pairs = list(zip(DEFAULT_NAMES[len(items)], items, strict=True))
     names = tuple(n for n, _ in pairs)
     for n in names:
@@ -87,7 +104,10 @@ def parse_split(text: str, *, seed: int = 42, key: str | None = None, exact: boo
     if any(is_count):
         counts = _parse_counts(values, problems)
         if not exact:
-            problems.append(f"--split {text!r} gives record counts; add --exact-counts (or give ratios that sum to 1)")
+            problems.append(
+                f"--split {text!r} gives record counts; add --exact-counts (or give ratios that "
+                "sum to 1)"
+            )
         _raise(problems)
         return SplitSpec(names, None, counts, seed, key, True)
     ratios = []
@@ -102,7 +122,9 @@ def parse_split(text: str, *, seed: int = 42, key: str | None = None, exact: boo
         ratios.append(r)
     if len(ratios) == len(values) and not problems and sum(ratios) != 1:
         if abs(float(sum(ratios)) - 1) > 1e-6:
-            problems.append(f"split ratios {text!r} sum to {float(sum(ratios)):g}, not 1; e.g. 0.95,0.03,0.02")
+            problems.append(
+                f"split ratios {text!r} sum to {float(sum(ratios)):g}, not 1; e.g. 0.95,0.03,0.02"
+            )
         else:  # rounding in user input such as 0.333,0.333,0.333: give the last split the rest
             ratios[-1] = 1 - sum(ratios[:-1])
     _raise(problems)
@@ -158,10 +180,16 @@ def exact_counts(spec: SplitSpec, total: int) -> list[int]:
         fixed = sum(c for c in spec.counts if c is not None)
         if None in spec.counts:
             if fixed > total:
-                raise UserError(f"--split asks for {fixed} records but the input has {total} valid records; lower the counts")
+                raise UserError(
+                    f"--split asks for {fixed} records but the input has {total} valid records; "
+                    "lower the counts"
+                )
             return [total - fixed if c is None else c for c in spec.counts]
         if fixed != total:
-            raise UserError(f"--split counts sum to {fixed} but the input has {total} valid records; make one split 'rest'")
+            raise UserError(
+                f"--split counts sum to {fixed} but the input has {total} valid records; make one "
+                "split 'rest'"
+            )
         return list(spec.counts)
     quotas = [r * total for r in spec.ratios]
     sizes = [int(q) for q in quotas]  # floor (quotas are non-negative)
@@ -172,7 +200,9 @@ def exact_counts(spec: SplitSpec, total: int) -> list[int]:
     return sizes
 
 
-def exact_boundaries(hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray, sizes: list[int]) -> list[Boundary]:
+def exact_boundaries(
+    hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray, sizes: list[int]
+) -> list[Boundary]:
     """The ``(hash, file, offset)`` of the first record of each split after the first."""
     order = np.lexsort((offsets, files, hashes))
     bounds: list[Boundary] = []
@@ -187,13 +217,17 @@ def exact_boundaries(hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray,
     return bounds
 
 
-def exact_mode_assign(hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray, bounds: list[Boundary]) -> np.ndarray:
+def exact_mode_assign(
+    hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray, bounds: list[Boundary]
+) -> np.ndarray:
     """Split index of each record: how many boundaries its ``(hash, file, offset)`` reaches."""
     out = np.zeros(len(hashes), dtype=np.int64)
     for b in bounds:
         if b is None:
             continue
         bh, bf, bo = np.uint64(b[0]), b[1], b[2]
-        reached = (hashes > bh) | ((hashes == bh) & ((files > bf) | ((files == bf) & (offsets >= bo))))
+        reached = (hashes > bh) | (
+            (hashes == bh) & ((files > bf) | ((files == bf) & (offsets >= bo)))
+        )
         out += reached
     return out

@@ -15,8 +15,8 @@ import orjson
 from pipeline.io.compression import compressed, suffix
 
 FORMATS = ("jsonl", "parquet")
-PARQUET_CODEC = "zstd"
-WRITE_BATCH = 512  # records per write call  # the codec of part files; assemble.join_parquet joins with zstd too
+PARQUET_CODEC = "zstd"  # the codec of part files; assemble.join_parquet joins with zstd too
+WRITE_BATCH = 512  # records per write call
 
 
 def extension(fmt: str, compression: str | None) -> str:
@@ -30,10 +30,19 @@ def write_jsonl(handle: IO[bytes], records: list[dict], compression: str | None 
     with compressed(handle, compression) as out:
         # Batches of lines: one write per batch, without building the whole part in memory.
         for start in range(0, len(records), WRITE_BATCH):
-            out.write(b"".join([dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records[start : start + WRITE_BATCH]]))
+            out.write(
+                b"".join(
+                    [
+                        dumps(r, option=orjson.OPT_APPEND_NEWLINE)
+                        for r in records[start : start + WRITE_BATCH]
+                    ]
+                )
+            )
 
 
-def write_parquet(handle: IO[bytes], records: list[dict], arrow_schema: Any, json_paths: list[str] = ()) -> None:
+def write_parquet(
+    handle: IO[bytes], records: list[dict], arrow_schema: Any, json_paths: list[str] = ()
+) -> None:
     """One Parquet file with the schema's column types (nested paths are structs).
 
     ``json_paths`` name fields of type ``any``: their values are written as JSON text, since a

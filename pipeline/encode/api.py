@@ -91,5 +91,7 @@ def encode_corpus(
         storage_options=dict(storage_options or {}),
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
-    with open_executor(client=client, scheduler=scheduler, workers=workers, in_process=True) as executor:
+    with open_executor(
+        client=client, scheduler=scheduler, workers=workers, in_process=True
+    ) as executor:
         return run_encode(job, executor, progress=progress)

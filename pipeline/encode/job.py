@@ -67,12 +67,16 @@ class EncodeJob:
     partitions: list[Any] | None = None
 
     def check(self) -> None:
-        """Validate arguments, load the tokenizer and plan the partitions (UserError on problems)."""
+        """Validate arguments, load the tokenizer and plan the partitions (UserError on
+        problems)."""
         if self.partitions is not None:
             return
         problems = []
         if not self.inputs:
-            problems.append("no input given; pass JSONL/Parquet files, folders, globs or a corpus export directory")
+            problems.append(
+                "no input given; pass JSONL/Parquet files, folders, globs or a corpus export "
+                "directory"
+            )
         if self.format not in FORMATS:
             problems.append(f"unknown format {self.format!r}; use megatron or npz")
         if self.partition_bytes <= 0:
@@ -81,9 +85,15 @@ class EncodeJob:
             problems.append("--overwrite and --resume exclude each other; pass one of them")
         name = self.out.rstrip("/").rsplit("/", 1)[-1]
         if self.format == "megatron" and (name.endswith((".bin", ".idx")) or not name):
-            problems.append(f"--out {self.out!r} must be a dataset prefix (data/ds writes data/ds.bin and data/ds.idx), without .bin/.idx")
+            problems.append(
+                f"--out {self.out!r} must be a dataset prefix (data/ds writes data/ds.bin and "
+                "data/ds.idx), without .bin/.idx"
+            )
         if self.tokenizer is None:
-            problems.append("--tokenizer PATH is required (a local Hugging Face tokenizer folder or tokenizer.json)")
+            problems.append(
+                "--tokenizer PATH is required (a local Hugging Face tokenizer folder or "
+                "tokenizer.json)"
+            )
         if problems:
             raise UserError("; ".join(problems))
         if isinstance(self.tokenizer, TokenizerPayload):
@@ -93,19 +103,35 @@ class EncodeJob:
         else:
             self.payload = load_tokenizer(self.tokenizer)
         self.options = ts.encode_options(
-            self.payload, field=self.field, append_eod=self.append_eod, add_bos=self.add_bos,
-            eod_id=self.eod_id, bos_id=self.bos_id,
+            self.payload,
+            field=self.field,
+            append_eod=self.append_eod,
+            add_bos=self.add_bos,
+            eod_id=self.eod_id,
+            bos_id=self.bos_id,
         )
         self.dtype = token_dtype_for_vocab(self.payload.vocab_size)
         from pipeline.io.records import plan_partitions
 
-        self.partitions = list(plan_partitions(list(self.inputs), self.storage_options, target_bytes=self.partition_bytes))
-        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + ([self.tokenizer] if isinstance(self.tokenizer, str) else [])
-        outs = [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")] if self.format == "megatron" else [self.out]
+        self.partitions = list(
+            plan_partitions(
+                list(self.inputs), self.storage_options, target_bytes=self.partition_bytes
+            )
+        )
+        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
+            [self.tokenizer] if isinstance(self.tokenizer, str) else []
+        )
+        outs = (
+            [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")]
+            if self.format == "megatron"
+            else [self.out]
+        )
         for out in outs:
             check_disjoint(out, inputs, self.storage_options)
         try:
-            EncodeTarget(self.out, self.format, self.storage_options).check(self.params(), overwrite=self.overwrite, resume=self.resume)
+            EncodeTarget(self.out, self.format, self.storage_options).check(
+                self.params(), overwrite=self.overwrite, resume=self.resume
+            )
         except BaseException:
             self.partitions = None  # not checked: a later check() must look again
             raise
@@ -141,7 +167,9 @@ class ShardTask:
     storage_options: dict[str, Any]
 
 
-def encode_shard(task: ShardTask, options: ts.EncodeOptions, fs: Any, base: str, payload: TokenizerPayload) -> list[PartRecord]:
+def encode_shard(
+    task: ShardTask, options: ts.EncodeOptions, fs: Any, base: str, payload: TokenizerPayload
+) -> list[PartRecord]:
     """Read, tokenize and publish one shard (runs on a worker); the data file goes last."""
     from pipeline.io.records import read_partition
 
@@ -162,14 +190,31 @@ def encode_shard(task: ShardTask, options: ts.EncodeOptions, fs: Any, base: str,
     }
     written: list[PartRecord] = []
     if rejects:
-        written.append(write_part(fs, base, names.rejects, lambda h: (_write_jsonl(h, rejects), None)))
+        written.append(
+            write_part(fs, base, names.rejects, lambda h: (_write_jsonl(h, rejects), None))
+        )
     if task.format == "npz":
-        metadata = {"tool": "dexport", "job": "encode", "shard": task.index, "tokenizer": payload.name, "vocab_size": payload.vocab_size, "dtype": dtype.name}
-        arrays = {"tokens": part.tokens, "offsets": part.offsets, "metadata": np.array(json.dumps(metadata, sort_keys=True))}
-        written.append(write_part(fs, base, names.data, lambda h: (_write_npz(h, arrays), counters)))
+        metadata = {
+            "tool": "dexport",
+            "job": "encode",
+            "shard": task.index,
+            "tokenizer": payload.name,
+            "vocab_size": payload.vocab_size,
+            "dtype": dtype.name,
+        }
+        arrays = {
+            "tokens": part.tokens,
+            "offsets": part.offsets,
+            "metadata": np.array(json.dumps(metadata, sort_keys=True)),
+        }
+        written.append(
+            write_part(fs, base, names.data, lambda h: (_write_npz(h, arrays), counters))
+        )
         return written
     sizes = np.diff(part.offsets).astype(np.int32)
-    written.append(write_part(fs, base, names.index, lambda h: (_write_shard_index(h, dtype, sizes), None)))
+    written.append(
+        write_part(fs, base, names.index, lambda h: (_write_shard_index(h, dtype, sizes), None))
+    )
 
     def write_tokens(handle: Any) -> tuple[int, dict[str, Any]]:
         handle.write(memoryview(part.tokens).cast("B"))  # no copy of the shard's tokens
@@ -224,7 +269,9 @@ def run_encode(job: EncodeJob, executor: Any, *, progress: bool = True) -> dict[
     return _summary(job, totals, target, time.perf_counter() - t0)
 
 
-def _run_shards(executor: Any, job: EncodeJob, target: EncodeTarget, done: dict[str, PartRecord], progress: bool) -> list[list[PartRecord]]:
+def _run_shards(
+    executor: Any, job: EncodeJob, target: EncodeTarget, done: dict[str, PartRecord], progress: bool
+) -> list[list[PartRecord]]:
     """One task per partition (the tokenizer shipped once); results in partition order."""
     assert job.partitions is not None and job.dtype is not None
     staging = target.staging
@@ -234,12 +281,22 @@ def _run_shards(executor: Any, job: EncodeJob, target: EncodeTarget, done: dict[
         if shard is not None:
             finished[f"shard-{i:05d}"] = shard
     tasks = (
-        Task(f"shard-{i:05d}", (ShardTask(i, partition, job.format, job.dtype.name, job.storage_options), job.options, staging.fs, staging.path))
+        Task(
+            f"shard-{i:05d}",
+            (
+                ShardTask(i, partition, job.format, job.dtype.name, job.storage_options),
+                job.options,
+                staging.fs,
+                staging.path,
+            ),
+        )
         for i, partition in enumerate(job.partitions)
     )
     bar = Progress(len(job.partitions), "dexport encode", unit="shard", enabled=progress)
     # The tokenizer goes last: it is the shared payload, sent to each worker once.
-    return run_tasks(executor, encode_shard, tasks, shared=(job.payload,), finished=finished, progress=bar)
+    return run_tasks(
+        executor, encode_shard, tasks, shared=(job.payload,), finished=finished, progress=bar
+    )
 
 
 def _completed(names: ShardNames, done: dict[str, PartRecord]) -> list[PartRecord] | None:
@@ -277,7 +334,9 @@ def _totals(job: EncodeJob, shards: list[list[PartRecord]]) -> dict[str, Any]:
     }
 
 
-def _summary(job: EncodeJob, totals: dict[str, Any], target: EncodeTarget, seconds: float) -> dict[str, Any]:
+def _summary(
+    job: EncodeJob, totals: dict[str, Any], target: EncodeTarget, seconds: float
+) -> dict[str, Any]:
     return {
         **totals,
         "rejected_total": sum(totals["rejected"].values()),

@@ -2,8 +2,8 @@
 
 A Megatron dataset is named by a prefix, not a directory: ``data/ds`` means ``data/ds.bin`` +
 ``data/ds.idx``, and ``data/`` may hold other datasets. So the run stages its shards and
-progress records in ``data/ds.shards/`` (an :class:`~pipeline.runtime.output.OutputDir`, which brings
-resume), publishes ``ds.bin``, ``ds.idx`` and ``ds.rejects.jsonl`` from them, writes
+progress records in ``data/ds.shards/`` (an :class:`~pipeline.runtime.output.OutputDir`, which
+brings resume), publishes ``ds.bin``, ``ds.idx`` and ``ds.rejects.jsonl`` from them, writes
 ``ds.manifest.json`` last and removes the staging folder. A prefix without its manifest is
 incomplete. With ``--format npz`` the shards are the product: ``--out`` is an ordinary output
 directory and the staging folder is the output itself.
@@ -74,7 +74,9 @@ class EncodeTarget:
         self.out = out.rstrip("/")
         self.format = fmt
         self.megatron = fmt == "megatron"
-        self.staging = OutputDir(f"{self.out}.shards" if self.megatron else self.out, storage_options)
+        self.staging = OutputDir(
+            f"{self.out}.shards" if self.megatron else self.out, storage_options
+        )
         self.fs, self.prefix_path = resolve(self.out, storage_options)
         self.name = self.prefix_path.rsplit("/", 1)[-1]
         suffixes = (".bin", ".idx", ".rejects.jsonl", ".manifest.json")
@@ -95,9 +97,14 @@ class EncodeTarget:
                 return ([self.staging.path] if staged else []), False
             return [p for p in self.finals.values() if self.fs.exists(p)], staged
         except PermissionError as exc:
-            raise UserError(f"no permission to read {self.out} ({exc}); check the credentials or --storage-options") from None
+            raise UserError(
+                f"no permission to read {self.out} ({exc}); check the credentials or "
+                "--storage-options"
+            ) from None
 
-    def check(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> dict[str, Any] | None:
+    def check(
+        self, params: dict[str, Any], *, overwrite: bool, resume: bool
+    ) -> dict[str, Any] | None:
         """Read-only: raise the UserError a run would meet; return a finished run's manifest.
 
         Called before a cluster is started, so a wrong ``--out`` costs nothing and writes nothing.
@@ -105,25 +112,42 @@ class EncodeTarget:
         existing, staged = self._state()
         if not self.megatron:
             if existing and not (overwrite or resume):
-                raise UserError(f"output {self.out} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+                raise UserError(
+                    f"output {self.out} already exists and is not empty; pass --overwrite to "
+                    "replace it or --resume to finish an interrupted run"
+                )
             return None
         manifest_path = self.finals[".manifest.json"]
         if resume and not staged and manifest_path in existing:
             finished = json.loads(self.fs.cat_file(manifest_path))
             if finished.get("parameters") != json.loads(canonical_json(params)):
-                raise UserError(f"{self.out} is a finished encode run with other parameters; pass --overwrite to replace it")
+                raise UserError(
+                    f"{self.out} is a finished encode run with other parameters; pass --overwrite "
+                    "to replace it"
+                )
             return finished
         if resume and existing and not staged:
-            raise UserError(f"{self.out} holds no interrupted dexport encode run to resume; pass --overwrite to replace it")
+            raise UserError(
+                f"{self.out} holds no interrupted dexport encode run to resume; pass --overwrite "
+                "to replace it"
+            )
         if (existing or staged) and not (overwrite or resume):
             first = (existing or [self.staging.path])[0].rsplit("/", 1)[-1]
-            raise UserError(f"output {self.out} already exists ({first}); pass --overwrite to replace it or --resume to finish an interrupted run")
+            raise UserError(
+                f"output {self.out} already exists ({first}); pass --overwrite to replace it or "
+                "--resume to finish an interrupted run"
+            )
         if overwrite and existing and manifest_path not in existing and not staged:
             names = ", ".join(p.rsplit("/", 1)[-1] for p in existing)
-            raise UserError(f"--overwrite refused: {names} was not written by dexport encode (no {self.name}.manifest.json); pick another --out prefix or move those files away")
+            raise UserError(
+                f"--overwrite refused: {names} was not written by dexport encode (no "
+                f"{self.name}.manifest.json); pick another --out prefix or move those files away"
+            )
         return None
 
-    def prepare(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> tuple[dict[str, PartRecord], dict[str, Any] | None]:
+    def prepare(
+        self, params: dict[str, Any], *, overwrite: bool, resume: bool
+    ) -> tuple[dict[str, PartRecord], dict[str, Any] | None]:
         """Refuse, clear or resume; return ``(completed parts, manifest of a finished run)``."""
         finished = self.check(params, overwrite=overwrite, resume=resume)
         if finished is not None:
@@ -138,10 +162,18 @@ class EncodeTarget:
         return done, None
 
     # -- after the shards ------------------------------------------------------------------
-    def finish(self, params: dict[str, Any], shards: list[list[PartRecord]], totals: dict[str, Any], dtype: np.dtype) -> dict[str, Any]:
+    def finish(
+        self,
+        params: dict[str, Any],
+        shards: list[list[PartRecord]],
+        totals: dict[str, Any],
+        dtype: np.dtype,
+    ) -> dict[str, Any]:
         """Publish the result and the manifest (last); return the manifest."""
         if not self.megatron:
-            return self.staging.finalize(params, "encode", [r for shard in shards for r in shard], totals)
+            return self.staging.finalize(
+                params, "encode", [r for shard in shards for r in shard], totals
+            )
         data = [shard[-1] for shard in shards]
         stage = self.staging.file
         bin_path, idx_path = self.finals[".bin"], self.finals[".idx"]
@@ -157,12 +189,24 @@ class EncodeTarget:
             indexes = [stage(r.path[: -len(".bin")] + ".idx") for r in data]
             write_merged_index(idx, dtype, self._shard_sizes(indexes, counts), sum(counts))
         files = [
-            {"path": f"{self.name}.bin", "rows": sum(counts), "bytes": sum(r.bytes for r in data), "sha256": self._bin_sha256(bin_path)},
-            {"path": f"{self.name}.idx", "rows": sum(counts), "bytes": idx.bytes, "sha256": idx.sha256},
+            {
+                "path": f"{self.name}.bin",
+                "rows": sum(counts),
+                "bytes": sum(r.bytes for r in data),
+                "sha256": self._bin_sha256(bin_path),
+            },
+            {
+                "path": f"{self.name}.idx",
+                "rows": sum(counts),
+                "bytes": idx.bytes,
+                "sha256": idx.sha256,
+            },
         ]
         rejects = [r for shard in shards for r in shard if r.path.startswith("rejects/")]
         if rejects:
-            files.append(self._join_rejects([stage(r.path) for r in rejects], sum(r.rows for r in rejects)))
+            files.append(
+                self._join_rejects([stage(r.path) for r in rejects], sum(r.rows for r in rejects))
+            )
         manifest = {
             "tool": "dexport",
             "version": tool_version(),
@@ -171,7 +215,15 @@ class EncodeTarget:
             "files": files,
             "totals": totals,
             # The .bin is these shards back to back: enough to verify it where it was not hashed.
-            "shards": [{"documents": r.extra["documents"], "tokens": r.extra["tokens"], "bytes": r.bytes, "sha256": r.sha256} for r in data],
+            "shards": [
+                {
+                    "documents": r.extra["documents"],
+                    "tokens": r.extra["tokens"],
+                    "bytes": r.bytes,
+                    "sha256": r.sha256,
+                }
+                for r in data
+            ],
         }
         write_bytes_atomic(self.fs, self.finals[".manifest.json"], canonical_json(manifest))
         self.staging.discard()
@@ -183,7 +235,10 @@ class EncodeTarget:
                 raw = self.fs.cat_file(path)
                 (found,) = struct.unpack_from("<Q", raw, 18)
                 if raw[: len(MAGIC)] != MAGIC or found != n:
-                    raise UserError(f"shard index {path} is corrupt or from another run; re-run with --overwrite")
+                    raise UserError(
+                        f"shard index {path} is corrupt or from another run; re-run with "
+                        "--overwrite"
+                    )
                 yield np.frombuffer(raw, np.int32, n, HEADER_SIZE)
 
         return sizes
@@ -207,7 +262,12 @@ class EncodeTarget:
             for path in sources:
                 with self.fs.open(path, "rb") as src:
                     shutil.copyfileobj(src, out, COPY_BUFFER)
-        return {"path": f"{self.name}.rejects.jsonl", "rows": rows, "bytes": out.bytes, "sha256": out.sha256}
+        return {
+            "path": f"{self.name}.rejects.jsonl",
+            "rows": rows,
+            "bytes": out.bytes,
+            "sha256": out.sha256,
+        }
 
 
 def write_merged_index(handle: Any, dtype: np.dtype, shard_sizes: Any, total: int) -> None:
@@ -228,4 +288,6 @@ def write_merged_index(handle: Any, dtype: np.dtype, shard_sizes: Any, total: in
             start = int(pointers[-1] + lengths[-1])
     # Each sequence is one document (GPT datasets): boundaries are simply 0..S.
     for first in range(0, total + 1, DOC_IDX_CHUNK):
-        handle.write(np.arange(first, min(first + DOC_IDX_CHUNK, total + 1), dtype=np.int64).tobytes())
+        handle.write(
+            np.arange(first, min(first + DOC_IDX_CHUNK, total + 1), dtype=np.int64).tobytes()
+        )

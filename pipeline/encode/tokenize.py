@@ -64,19 +64,27 @@ def encode_options(
         problems.append("--field must name the record field holding the text (default text)")
     eod = eod_id if eod_id is not None else payload.eos_id
     if append_eod and eod is None:
-        problems.append(f"tokenizer {payload.name!r} has no eos token for --append-eod; pass --eod-id ID")
+        problems.append(
+            f"tokenizer {payload.name!r} has no eos token for --append-eod; pass --eod-id ID"
+        )
     bos = bos_id if bos_id is not None else payload.bos_id
     if add_bos and bos is None:
-        problems.append(f"tokenizer {payload.name!r} has no bos token for --add-bos; pass --bos-id ID")
+        problems.append(
+            f"tokenizer {payload.name!r} has no bos token for --add-bos; pass --bos-id ID"
+        )
     for flag, value in (("--eod-id", eod_id), ("--bos-id", bos_id)):
         if value is not None and not 0 <= value < payload.vocab_size:
-            problems.append(f"{flag} {value} is outside the vocabulary (0..{payload.vocab_size - 1})")
+            problems.append(
+                f"{flag} {value} is outside the vocabulary (0..{payload.vocab_size - 1})"
+            )
     if problems:
         raise UserError("; ".join(problems))
     # A tokenizer whose template already starts documents with BOS (Llama) must not get a
     # second one: --add-bos then only guarantees what the tokenizer does anyway.
     wants_bos = add_bos and not (payload.adds_bos and bos == payload.bos_id)
-    return EncodeOptions(field=field, eod_id=eod if append_eod else None, bos_id=bos if wants_bos else None)
+    return EncodeOptions(
+        field=field, eod_id=eod if append_eod else None, bos_id=bos if wants_bos else None
+    )
 
 
 @dataclass
@@ -94,7 +102,9 @@ class TokenizedPartition:
         return len(self.offsets) - 1
 
 
-def valid_texts(records: list[dict[str, Any]], text_field: str) -> tuple[list[str], list[dict[str, Any]]]:
+def valid_texts(
+    records: list[dict[str, Any]], text_field: str
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Split records into texts to tokenize and rejects (the corpus rejects layout), in order."""
     from pipeline.io.records import make_reject, record_text
 
@@ -105,14 +115,21 @@ def valid_texts(records: list[dict[str, Any]], text_field: str) -> tuple[list[st
         if text is None:
             reason, detail = MISSING_FIELD, f"no field {text_field!r} (or it is null)"
         elif not isinstance(text, str):
-            reason, detail = NOT_TEXT, f"field {text_field!r} is a {type(text).__name__}, not a string"
+            reason, detail = (
+                NOT_TEXT,
+                f"field {text_field!r} is a {type(text).__name__}, not a string",
+            )
         elif not text or text.isspace():
             reason, detail = EMPTY_TEXT, f"field {text_field!r} is empty or only whitespace"
         else:
             texts.append(text)
             continue
         # Records from pipeline.io.records know their file, line and byte offset.
-        where = (getattr(record, "file", None), getattr(record, "line", None), getattr(record, "offset", None))
+        where = (
+            getattr(record, "file", None),
+            getattr(record, "line", None),
+            getattr(record, "offset", None),
+        )
         rejects.append(make_reject(*where, reason, detail, record_text(record)))
     return texts, rejects
 
@@ -129,7 +146,9 @@ def _batches(texts: list[str]) -> list[list[str]]:
     return out
 
 
-def encode_texts(texts: list[str], payload: TokenizerPayload, options: EncodeOptions, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(
+    texts: list[str], payload: TokenizerPayload, options: EncodeOptions, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize ``texts`` into flat tokens of ``dtype`` and int64 ``offsets[n+1]``."""
     backend = backend_for(payload)
     dtype = np.dtype(dtype)
@@ -152,7 +171,9 @@ def encode_texts(texts: list[str], payload: TokenizerPayload, options: EncodeOpt
     return tokens, offsets
 
 
-def _add_markers(flat: np.ndarray, lengths: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np.ndarray]:
+def _add_markers(
+    flat: np.ndarray, lengths: np.ndarray, options: EncodeOptions
+) -> tuple[np.ndarray, np.ndarray]:
     """Prepend BOS / append EOD to every document with one scatter, not a Python loop."""
     new_lengths = lengths + int(options.bos_id is not None) + int(options.eod_id is not None)
     ends = np.cumsum(new_lengths)
@@ -170,7 +191,10 @@ def _add_markers(flat: np.ndarray, lengths: np.ndarray, options: EncodeOptions) 
 
 
 def tokenize_records(
-    records: list[dict[str, Any]], payload: TokenizerPayload, options: EncodeOptions, dtype: np.dtype
+    records: list[dict[str, Any]],
+    payload: TokenizerPayload,
+    options: EncodeOptions,
+    dtype: np.dtype,
 ) -> TokenizedPartition:
     """The stage: validate records, tokenize the valid ones in input order, count the rest."""
     texts, rejects = valid_texts(records, options.field)

@@ -22,6 +22,7 @@ import numpy as np
 HIGH, MEDIUM = 0.8, 0.6
 PERCENTILES = (5, 25, 50, 75, 95, 99)
 
+
 def count_words(buffer: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Words per text in a packed buffer (:func:`gpu.hashing.pack_keys` layout).
 
@@ -52,7 +53,9 @@ def words_and_bytes(texts: list[str], batch_bytes: int = 4 << 20) -> tuple[int, 
         while stop < len(texts) and (size < batch_bytes or stop == start):
             size += len(texts[stop]) + 8
             stop += 1
-        buffer, offsets, lengths = pack_keys([t.encode("utf-8", errors="surrogatepass") for t in texts[start:stop]])
+        buffer, offsets, lengths = pack_keys(
+            [t.encode("utf-8", errors="surrogatepass") for t in texts[start:stop]]
+        )
         words += int(count_words(buffer, offsets[:-1] * 8).sum())
         nbytes += int(lengths.sum())
         start = stop
@@ -80,7 +83,15 @@ class SplitStats:
     quality: Counter = field(default_factory=Counter)
     quality_sum: float = 0.0
 
-    def add(self, lengths: list[int], byte_lengths: int, words: int, domains: list[Any], scores: list[Any], tokens: int | None = None) -> None:
+    def add(
+        self,
+        lengths: list[int],
+        byte_lengths: int,
+        words: int,
+        domains: list[Any],
+        scores: list[Any],
+        tokens: int | None = None,
+    ) -> None:
         """Add a batch of documents (lists are per document, in order)."""
         self.count += len(lengths)
         self.chars += sum(lengths)
@@ -113,19 +124,31 @@ class SplitStats:
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form (lists of pairs, since JSON object keys are strings)."""
         return {
-            "count": self.count, "chars": self.chars, "bytes": self.bytes, "words": self.words, "tokens": self.tokens,
+            "count": self.count,
+            "chars": self.chars,
+            "bytes": self.bytes,
+            "words": self.words,
+            "tokens": self.tokens,
             # Flat [length, count, ...]: progress records copy this list, flat ints copy fastest.
-            "lengths": [x for pair in sorted(self.lengths.items()) for x in pair], "domains": sorted(self.domains.items()),
-            "quality": sorted(self.quality.items()), "quality_sum": self.quality_sum,
+            "lengths": [x for pair in sorted(self.lengths.items()) for x in pair],
+            "domains": sorted(self.domains.items()),
+            "quality": sorted(self.quality.items()),
+            "quality_sum": self.quality_sum,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SplitStats:
         """Inverse of :meth:`to_json`."""
         return cls(
-            data["count"], data["chars"], data["bytes"], data["words"], data["tokens"],
-            Counter(dict(zip(data["lengths"][::2], data["lengths"][1::2], strict=True))), Counter(dict(data["domains"])),
-            Counter(dict(data["quality"])), float(data["quality_sum"]),
+            data["count"],
+            data["chars"],
+            data["bytes"],
+            data["words"],
+            data["tokens"],
+            Counter(dict(zip(data["lengths"][::2], data["lengths"][1::2], strict=True))),
+            Counter(dict(data["domains"])),
+            Counter(dict(data["quality"])),
+            float(data["quality_sum"]),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -155,7 +178,12 @@ def length_stats(lengths: Counter) -> dict[str, Any]:
     mean = float((values * counts).sum() / n)
     std = float(np.sqrt(((values - mean) ** 2 * counts).sum() / n))
     cum = np.cumsum(counts)
-    out: dict[str, Any] = {"min": int(values[0]), "max": int(values[-1]), "mean": round(mean, 2), "std": round(std, 2)}
+    out: dict[str, Any] = {
+        "min": int(values[0]),
+        "max": int(values[-1]),
+        "mean": round(mean, 2),
+        "std": round(std, 2),
+    }
     for p in PERCENTILES:
         rank = max(1, int(np.ceil(p / 100 * n)))  # nearest-rank percentile
         out[f"p{p}"] = int(values[np.searchsorted(cum, rank)])
@@ -163,7 +191,12 @@ def length_stats(lengths: Counter) -> dict[str, Any]:
     return out
 
 
-def dataset_stats(splits: dict[str, SplitStats], rejected: Counter, accounting: dict[str, int], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def dataset_stats(
+    splits: dict[str, SplitStats],
+    rejected: Counter,
+    accounting: dict[str, int],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The content of ``dataset_stats.json``."""
     total = SplitStats()
     for s in splits.values():

@@ -50,11 +50,20 @@ def open_export(url: str, storage_options: dict | None = None) -> Export:
     if fs.isfile(path):
         name = path.rsplit("/", 1)[-1]
         if not DATA_EXT.search(name):
-            raise UserError(f"{url} is not an export file (.jsonl, .csv, .npz, .parquet, optionally .gz/.zst); pass an export directory or file")
-        kind = "tokens" if not name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")) else _sniff_kind(fs, path)
+            raise UserError(
+                f"{url} is not an export file (.jsonl, .csv, .npz, .parquet, optionally .gz/.zst); "
+                "pass an export directory or file"
+            )
+        kind = (
+            "tokens"
+            if not name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"))
+            else _sniff_kind(fs, path)
+        )
         return Export(url, fs, path, kind, {_stem(name): [name]}, single_file=True)
     if not fs.isdir(path):
-        raise UserError(f"{url} does not exist; pass the directory written by dexport corpus/tokens")
+        raise UserError(
+            f"{url} does not exist; pass the directory written by dexport corpus/tokens"
+        )
     base = path.rstrip("/")
     manifest = None
     if fs.exists(f"{base}/{MANIFEST}"):
@@ -85,7 +94,11 @@ def _sniff_kind(fs: Any, path: str) -> str:
             first = json.loads(line)
         except ValueError:
             return "corpus"
-        return "tokens" if isinstance(first, dict) and ("content" in first or "sequences" in first) else "corpus"
+        return (
+            "tokens"
+            if isinstance(first, dict) and ("content" in first or "sequences" in first)
+            else "corpus"
+        )
     return "corpus"
 
 
@@ -100,7 +113,9 @@ def _from_manifest(url: str, fs: Any, base: str, manifest: dict) -> Export:
             groups.setdefault("records", []).append(f["path"])
     if kind == "corpus":
         order = ((manifest.get("parameters") or {}).get("split") or {}).get("names") or []
-        groups = {name: groups.get(name, []) for name in [*order, *[g for g in groups if g not in order]]}
+        groups = {
+            name: groups.get(name, []) for name in [*order, *[g for g in groups if g not in order]]
+        }
     return Export(url, fs, base, kind, groups, manifest)
 
 
@@ -109,7 +124,15 @@ def _from_names(url: str, fs: Any, base: str, files: list[str]) -> Export:
     groups: dict[str, list[str]] = {}
     parts = [f for f in files if "/" not in f and PART.match(f)]
     if parts:
-        return Export(url, fs, base, "tokens" if not _is_corpus_file(fs, f"{base}/{parts[0]}") else "corpus", {"records": parts}, None, notes=notes)
+        return Export(
+            url,
+            fs,
+            base,
+            "tokens" if not _is_corpus_file(fs, f"{base}/{parts[0]}") else "corpus",
+            {"records": parts},
+            None,
+            notes=notes,
+        )
     for f in files:
         if f.startswith(("rejects/", "card/", ".")) or not DATA_EXT.search(f):
             continue
@@ -119,12 +142,18 @@ def _from_names(url: str, fs: Any, base: str, files: list[str]) -> Export:
         elif not tail:
             groups.setdefault(_stem(f), []).append(f)
     if not groups:
-        raise UserError(f"{url} holds no export files (split files, part-*.jsonl/csv/npz/parquet); pass an export directory")
+        raise UserError(
+            f"{url} holds no export files (split files, part-*.jsonl/csv/npz/parquet); pass an "
+            "export directory"
+        )
     return Export(url, fs, base, "corpus", groups, None, notes=notes)
 
 
 def _is_corpus_file(fs: Any, path: str) -> bool:
-    return path.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")) and _sniff_kind(fs, path) == "corpus"
+    return (
+        path.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"))
+        and _sniff_kind(fs, path) == "corpus"
+    )
 
 
 class Digest:

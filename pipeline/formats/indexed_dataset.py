@@ -52,13 +52,22 @@ def token_dtype_for_vocab(vocab_size: int) -> np.dtype:
 
 def _parse_header(head: bytes, where: str) -> tuple[np.dtype, int, int]:
     if len(head) < HEADER_SIZE or head[:9] != MAGIC:
-        raise UserError(f"{where} is not a Megatron index file (bad magic); pass the dataset prefix without .bin/.idx")
+        raise UserError(
+            f"{where} is not a Megatron index file (bad magic); pass the dataset prefix without "
+            ".bin/.idx"
+        )
     (version,) = struct.unpack_from("<Q", head, 9)
     if version != 1:
-        raise UserError(f"{where} has index version {version}, only version 1 is supported; re-create it with Megatron's preprocess_data.py")
+        raise UserError(
+            f"{where} has index version {version}, only version 1 is supported; re-create it with "
+            "Megatron's preprocess_data.py"
+        )
     code = head[17]
     if code not in DTYPE_BY_CODE:
-        raise UserError(f"{where} has dtype code {code}, which is not an integer token type (1,2,3,4,5,8); the file is corrupt or not token data")
+        raise UserError(
+            f"{where} has dtype code {code}, which is not an integer token type (1,2,3,4,5,8); the "
+            "file is corrupt or not token data"
+        )
     n_seq, n_doc = struct.unpack_from("<QQ", head, 18)
     return DTYPE_BY_CODE[code], int(n_seq), int(n_doc)
 
@@ -73,13 +82,19 @@ class IndexedDataset:
         self.idx_path, self.bin_path = f"{path}.idx", f"{path}.bin"
         for p in (self.idx_path, self.bin_path):
             if not self.fs.exists(p):
-                raise UserError(f"{prefix}: {p.rsplit('/', 1)[-1]} not found; pass the prefix of an existing PREFIX.bin + PREFIX.idx pair")
+                raise UserError(
+                    f"{prefix}: {p.rsplit('/', 1)[-1]} not found; pass the prefix of an existing "
+                    "PREFIX.bin + PREFIX.idx pair"
+                )
         self._local = is_local(self.fs)
         idx_bytes = self._read_idx()
         self.dtype, n_seq, n_doc = _parse_header(bytes(idx_bytes[:HEADER_SIZE]), self.idx_path)
         need = HEADER_SIZE + n_seq * 4 + n_seq * 8 + n_doc * 8
         if len(idx_bytes) < need:
-            raise UserError(f"{self.idx_path} is truncated ({len(idx_bytes)} bytes, header says at least {need}); re-copy or rebuild the dataset")
+            raise UserError(
+                f"{self.idx_path} is truncated ({len(idx_bytes)} bytes, header says at least "
+                f"{need}); re-copy or rebuild the dataset"
+            )
         off = HEADER_SIZE
         self.sizes = np.frombuffer(idx_bytes, np.int32, n_seq, off)
         off += n_seq * 4
@@ -101,19 +116,27 @@ class IndexedDataset:
             expected = 0
         else:
             if (self.sizes < 0).any():
-                raise UserError(f"{self.idx_path} holds negative sequence lengths; the file is corrupt")
+                raise UserError(
+                    f"{self.idx_path} holds negative sequence lengths; the file is corrupt"
+                )
             expected = int(self.pointers[-1]) + int(self.sizes[-1]) * itemsize
             starts = np.zeros(len(self.sizes), np.int64)
             np.cumsum(self.sizes[:-1].astype(np.int64) * itemsize, out=starts[1:])
             if not np.array_equal(starts, self.pointers):
-                raise UserError(f"{self.idx_path}: byte offsets disagree with sequence lengths; the index is corrupt, rebuild it")
+                raise UserError(
+                    f"{self.idx_path}: byte offsets disagree with sequence lengths; the index is "
+                    "corrupt, rebuild it"
+                )
         if bin_size != expected:
             raise UserError(
                 f"{self.bin_path} has {bin_size} bytes but {self.idx_path} describes {expected}; "
                 "the .bin and .idx do not belong together or one is truncated"
             )
         if len(self.doc_idx) and (self.doc_idx[0] != 0 or self.doc_idx[-1] != len(self.sizes)):
-            raise UserError(f"{self.idx_path}: document boundaries do not span 0..{len(self.sizes)}; the index is corrupt")
+            raise UserError(
+                f"{self.idx_path}: document boundaries do not span 0..{len(self.sizes)}; the index "
+                "is corrupt"
+            )
 
     # -- facts -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -158,7 +181,9 @@ class IndexedDataset:
                     while done < size:
                         got = os.preadv(fd, [view[pos + done : pos + size]], offset + done)
                         if got <= 0:
-                            raise UserError(f"{self.bin_path} ended early; the file is truncated, re-copy it")
+                            raise UserError(
+                                f"{self.bin_path} ended early; the file is truncated, re-copy it"
+                            )
                         done += got
                     pos += size
             finally:
@@ -206,10 +231,15 @@ class IndexedDatasetBuilder:
     Both files are published atomically when the builder is finalized.
     """
 
-    def __init__(self, prefix: str, dtype: np.dtype, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, prefix: str, dtype: np.dtype, storage_options: dict[str, Any] | None = None
+    ) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype not in CODE_BY_DTYPE:
-            raise UserError(f"token dtype {self.dtype} is not supported; use one of uint8, int8, int16, int32, int64, uint16")
+            raise UserError(
+                f"token dtype {self.dtype} is not supported; use one of uint8, int8, int16, int32, "
+                "int64, uint16"
+            )
         self.fs, path = resolve(prefix, storage_options)
         self.bin_path, self.idx_path = f"{path}.bin", f"{path}.idx"
         self._bin_cm = atomic_open(self.fs, self.bin_path, "wb")
@@ -219,16 +249,26 @@ class IndexedDatasetBuilder:
     def add_document(self, tokens: np.ndarray) -> None:
         """Append one document (one sequence)."""
         arr = np.asarray(tokens)
-        if arr.size and (arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max):
-            raise UserError(f"token ids out of range for {self.dtype}; build the dataset with a wider dtype (int32)")
+        if arr.size and (
+            arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max
+        ):
+            raise UserError(
+                f"token ids out of range for {self.dtype}; build the dataset with a wider dtype "
+                "(int32)"
+            )
         self._bin.write(arr.astype(self.dtype, copy=False).tobytes(order="C"))
         self._sizes.append(int(arr.size))
 
     def add_documents(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
         """Append many documents given as flat tokens + offsets[n+1]."""
         arr = np.asarray(tokens)
-        if arr.size and (arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max):
-            raise UserError(f"token ids out of range for {self.dtype}; build the dataset with a wider dtype (int32)")
+        if arr.size and (
+            arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max
+        ):
+            raise UserError(
+                f"token ids out of range for {self.dtype}; build the dataset with a wider dtype "
+                "(int32)"
+            )
         self._bin.write(arr.astype(self.dtype, copy=False).tobytes(order="C"))
         self._sizes.extend(np.diff(np.asarray(offsets, np.int64)).tolist())
 

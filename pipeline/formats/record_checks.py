@@ -52,7 +52,10 @@ def check_text(text: Any, *, check_unicode: bool = True) -> tuple[str, str] | No
     if check_unicode and not text.isascii():
         bad = _SURROGATE.search(text)
         if bad is not None:
-            return "invalid_unicode", f"text holds an unpaired surrogate at position {bad.start()} (not valid UTF-8)"
+            return (
+                "invalid_unicode",
+                f"text holds an unpaired surrogate at position {bad.start()} (not valid UTF-8)",
+            )
     return None
 
 
@@ -71,12 +74,16 @@ def _plan(schema: Schema) -> list[tuple]:
         groups: dict[tuple[str, ...], list[tuple]] = {}
         for spec in schema.fields:
             *parents, key = spec.out.split(".")
-            groups.setdefault(tuple(parents), []).append((key, spec.out, spec, spec.out == schema.text, _EXACT.get(spec.type)))
+            groups.setdefault(tuple(parents), []).append(
+                (key, spec.out, spec, spec.out == schema.text, _EXACT.get(spec.type))
+            )
         entry = _PLANS[id(schema)] = (schema, list(groups.items()))  # kept alive: ids stay unique
     return entry[1]
 
 
-def validate_record(schema: Schema, record: dict, *, exported: bool = False, check_unicode: bool = True) -> tuple[str, str] | None:
+def validate_record(
+    schema: Schema, record: dict, *, exported: bool = False, check_unicode: bool = True
+) -> tuple[str, str] | None:
     """``(reason, detail)`` for an invalid record, else None.
 
     For a freshly mapped record (``exported=False``) optional fields that were absent in the
@@ -115,14 +122,24 @@ def validate_record(schema: Schema, record: dict, *, exported: bool = False, che
                 if spec.required:
                     return f"missing_field:{out}", f"{out} is null"
             elif not _TYPE_OK[spec.type](value):
-                return f"wrong_type:{out}", f"{out} is {_kind(value)} {_short(value)}, expected {spec.type}"
+                return (
+                    f"wrong_type:{out}",
+                    f"{out} is {_kind(value)} {_short(value)}, expected {spec.type}",
+                )
     return None
 
 
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _short(value: Any) -> str:

@@ -93,7 +93,17 @@ class Schema:
 
     def __reduce__(self) -> tuple:
         # Ship the description, not the compiled closures; the receiver compiles its own.
-        return (Schema, (self.fields, self.text, self.unmapped, self.drop, self.domain_field, self.quality_field))
+        return (
+            Schema,
+            (
+                self.fields,
+                self.text,
+                self.unmapped,
+                self.drop,
+                self.domain_field,
+                self.quality_field,
+            ),
+        )
 
     # -- mapping ---------------------------------------------------------------------------
     def map_record(self, record: dict) -> dict:
@@ -116,13 +126,22 @@ class Schema:
             path, sep, value = item.partition("=")
             path = path.strip()
             if not sep or not path:
-                problems.append(f"--set {item!r} is not PATH=VALUE (e.g. metadata.source=wikipedia)")
+                problems.append(
+                    f"--set {item!r} is not PATH=VALUE (e.g. metadata.source=wikipedia)"
+                )
                 continue
             fields = [f for f in fields if f.out != path]
             fields.append(FieldSpec(path, None, "string", False, value))
         if problems:
             raise UserError("; ".join(problems))
-        return Schema(tuple(fields), self.text, self.unmapped, self.drop, self.domain_field, self.quality_field)
+        return Schema(
+            tuple(fields),
+            self.text,
+            self.unmapped,
+            self.drop,
+            self.domain_field,
+            self.quality_field,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """A plain description (recorded in the manifest; ``from_dict`` restores it)."""
@@ -151,7 +170,13 @@ class Schema:
         """The Parquet/Arrow schema of output records (nested paths become structs)."""
         import pyarrow as pa
 
-        kinds = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "any": pa.string()}
+        kinds = {
+            "string": pa.string(),
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "bool": pa.bool_(),
+            "any": pa.string(),
+        }
         tree: dict[str, Any] = {}
         for f in self.fields:
             node = tree
@@ -161,7 +186,10 @@ class Schema:
             node[leaf] = kinds[f.type]
 
         def build(node: dict[str, Any]) -> list[Any]:
-            return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v) for k, v in node.items()]
+            return [
+                pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v)
+                for k, v in node.items()
+            ]
 
         return pa.schema(build(tree))
 
@@ -279,7 +307,10 @@ def _check(schema: Schema) -> list[str]:
     problems = []
     outs = [f.out for f in schema.fields]
     if len(set(outs)) != len(outs):
-        problems.append(f"output fields named twice: {', '.join(sorted({o for o in outs if outs.count(o) > 1}))}")
+        problems.append(
+            "output fields named twice: "
+            f"{', '.join(sorted({o for o in outs if outs.count(o) > 1}))}"
+        )
     for a in outs:
         if any(not seg for seg in a.split(".")):
             problems.append(f"output path {a!r} has an empty segment")
@@ -291,7 +322,10 @@ def _check(schema: Schema) -> list[str]:
             problems.append(f"field {f.out!r} has unknown type {f.type!r} (use {', '.join(TYPES)})")
     text = [f for f in schema.fields if f.out == schema.text]
     if not text:
-        problems.append(f"no rule for the text field {schema.text!r}; add 'fields: {{{schema.text}: <input field>}}'")
+        problems.append(
+            f"no rule for the text field {schema.text!r}; add 'fields: {{{schema.text}: <input "
+            f"field>}}'"
+        )
     elif text[0].source is None or text[0].type not in ("string", "any"):
         problems.append(f"the text field {schema.text!r} must come from an input field as a string")
     if schema.unmapped not in ("drop", "metadata"):
@@ -299,7 +333,9 @@ def _check(schema: Schema) -> list[str]:
     return problems
 
 
-def load_schema(path: str | None, storage_options: dict | None = None, assignments: list[str] | None = None) -> Schema:
+def load_schema(
+    path: str | None, storage_options: dict | None = None, assignments: list[str] | None = None
+) -> Schema:
     """The schema from a YAML/JSON file (default: the training schema), plus ``--set`` values."""
     schema = Schema() if path is None else parse_schema(_read_text(path, storage_options), path)
     return schema.with_static(assignments) if assignments else schema
@@ -328,10 +364,23 @@ def parse_schema(text: str, where: str = "schema") -> Schema:
     fields: list[FieldSpec] = []
     for out, rule in (data.get("fields") or {}).items():
         if isinstance(rule, str):
-            fields.append(FieldSpec(str(out), rule, "string" if str(out) == data.get("text", "text") else "any"))
+            fields.append(
+                FieldSpec(
+                    str(out), rule, "string" if str(out) == data.get("text", "text") else "any"
+                )
+            )
         elif isinstance(rule, dict) and isinstance(rule.get("from"), str):
-            problems.extend(f"field {out!r}: unknown key {k!r}" for k in rule if k not in FIELD_KEYS)
-            fields.append(FieldSpec(str(out), rule["from"], str(rule.get("type", "any")), bool(rule.get("required", False))))
+            problems.extend(
+                f"field {out!r}: unknown key {k!r}" for k in rule if k not in FIELD_KEYS
+            )
+            fields.append(
+                FieldSpec(
+                    str(out),
+                    rule["from"],
+                    str(rule.get("type", "any")),
+                    bool(rule.get("required", False)),
+                )
+            )
         else:
             problems.append(f"field {out!r} needs an input field name or {{from: NAME, type: T}}")
     for out, value in (data.get("static") or {}).items():

@@ -43,7 +43,9 @@ def check_npz(export: Export, path: str, rel: str, split: Any, digest: Digest, s
     _check_npz(hash_file(export.fs, path, digest), rel, split, show)
 
 
-def check_parquet(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
+def check_parquet(
+    export: Export, path: str, rel: str, split: Any, digest: Digest, show: int
+) -> None:
     """Check a Parquet part (read whole: the footer comes last)."""
     _check_parquet(hash_file(export.fs, path, digest), rel, split, show)
 
@@ -65,7 +67,9 @@ def record_problem(rec: Any) -> tuple[str | None, int]:
     else:
         return "content must be text or a list of non-negative token ids", 0
     details = rec.get("doc_details")
-    if details is not None and (not isinstance(details, dict) or any(type(details.get(k)) is not int for k in DETAILS)):
+    if details is not None and (
+        not isinstance(details, dict) or any(type(details.get(k)) is not int for k in DETAILS)
+    ):
         return f"doc_details must hold integers {', '.join(DETAILS)}", 0
     return None, length
 
@@ -74,7 +78,11 @@ def _check_records(rows: Any, rel: str, split: Any, show: int) -> None:
     for number, rec in rows:
         if isinstance(rec, dict) and "sequences" in rec:
             if type(rec.get("batch_id")) is not int or not isinstance(rec["sequences"], list):
-                split.error(f"{rel}:{number}: a nested batch needs an integer batch_id and a list of sequences", show)
+                split.error(
+                    f"{rel}:{number}: a nested batch needs an integer batch_id and a list of "
+                    "sequences",
+                    show,
+                )
                 continue
             for seq in rec["sequences"]:
                 problem, length = record_problem(seq)
@@ -102,11 +110,17 @@ def check_jsonl(export: Export, path: str, rel: str, split: Any, digest: Digest,
 
 
 def check_csv(export: Export, path: str, rel: str, split: Any, digest: Digest, show: int) -> None:
-    lines = (line.decode("utf-8", errors="replace") + "\n" for _, line in iter_lines(export.fs, path, digest))
+    lines = (
+        line.decode("utf-8", errors="replace") + "\n"
+        for _, line in iter_lines(export.fs, path, digest)
+    )
     reader = csv.reader(lines)
     header = next(reader, None)
     if not header or header[:2] != ["index", "content"]:
-        split.error(f"{rel}:1: the header must start with index,content (got {','.join(header or [])!r})", show)
+        split.error(
+            f"{rel}:1: the header must start with index,content (got {','.join(header or [])!r})",
+            show,
+        )
         return
     for number, row in enumerate(reader, start=2):
         if row == [] or row == [""]:
@@ -136,14 +150,20 @@ def _check_npz(data: bytes, rel: str, split: Any, show: int) -> None:
     try:
         arrays = dict(np.load(io.BytesIO(data), allow_pickle=False))
     except Exception as exc:  # a corrupt or pickled NPZ: numpy raises several error types
-        split.error(f"{rel}: not a loadable NPZ without pickles ({' '.join(str(exc).split())})", show)
+        split.error(
+            f"{rel}: not a loadable NPZ without pickles ({' '.join(str(exc).split())})", show
+        )
         return
     index = arrays.get("index")
     if index is None or index.ndim != 1 or index.dtype.kind not in "iu":
         split.error(f"{rel}: 'index' must be a 1-D integer array", show)
         return
     n = len(index)
-    problems = [f"'{k}' must be 1-D of length {n}" for k in ("batch_id", *DETAILS) if k in arrays and arrays[k].shape != (n,)]
+    problems = [
+        f"'{k}' must be 1-D of length {n}"
+        for k in ("batch_id", *DETAILS)
+        if k in arrays and arrays[k].shape != (n,)
+    ]
     if "metadata" in arrays:
         try:
             json.loads(str(arrays["metadata"]))
@@ -167,9 +187,16 @@ def _npz_lengths(arrays: dict[str, np.ndarray], n: int, problems: list[str]) -> 
                 problems.append(f"'tokens' has {data.shape[0]} rows for {n} indices")
             return np.full(n, data.shape[1])
     if data is None or offsets is None:
-        problems.append("needs 2-D 'tokens', flat 'tokens' + 'offsets', or 'text_bytes' + 'text_offsets'")
+        problems.append(
+            "needs 2-D 'tokens', flat 'tokens' + 'offsets', or 'text_bytes' + 'text_offsets'"
+        )
         return np.zeros(0)
-    if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != len(data) or np.any(np.diff(offsets) < 0):
+    if (
+        offsets.shape != (n + 1,)
+        or offsets[0] != 0
+        or offsets[-1] != len(data)
+        or np.any(np.diff(offsets) < 0)
+    ):
         problems.append(f"offsets must rise from 0 to {len(data)} with n+1 = {n + 1} entries")
         return np.zeros(0)
     if "text_bytes" in arrays:

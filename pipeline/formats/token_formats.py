@@ -34,7 +34,9 @@ class TokenFormat:
         """Join part files (in order) into one file ``target``."""
         from pipeline.io import assemble
 
-        {"npz": assemble.join_npz, "parquet": assemble.join_parquet}.get(self.name, assemble.concatenate)(fs, sources, target)
+        {"npz": assemble.join_npz, "parquet": assemble.join_parquet}.get(
+            self.name, assemble.concatenate
+        )(fs, sources, target)
 
     def check(self, export: Any, path: str, rel: str, split: Any, digest: Any, show: int) -> None:
         """Check every record of one file of this format (``dexport validate``)."""

@@ -53,11 +53,16 @@ def _content_fragments(rec: TokenRecords, *, csv: bool = False) -> list[bytes]:
     if rec.text is not None:
         from gpu.text_escape import csv_field_column, json_string_column
 
-        data, offsets = (csv_field_column if csv else json_string_column)(rec.text, rec.text_offsets)
+        data, offsets = (csv_field_column if csv else json_string_column)(
+            rec.text, rec.text_offsets
+        )
         return [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(n)]
     off = rec.token_offsets
     tokens = rec.tokens
-    frags = [orjson.dumps(tokens[off[i] : off[i + 1]], option=orjson.OPT_SERIALIZE_NUMPY) for i in range(n)]
+    frags = [
+        orjson.dumps(tokens[off[i] : off[i + 1]], option=orjson.OPT_SERIALIZE_NUMPY)
+        for i in range(n)
+    ]
     if csv:  # TokenSmith writes token lists as "[1, 2, 3]" in CSV
         frags = [b'"' + f.replace(b",", b", ") + b'"' for f in frags]
     return frags
@@ -157,7 +162,9 @@ def write_npz_arrays(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.require(arr, requirements="C"), allow_pickle=False)
+                np.lib.format.write_array(
+                    member, np.require(arr, requirements="C"), allow_pickle=False
+                )
 
 
 # -- Parquet -------------------------------------------------------------------------------
@@ -169,7 +176,9 @@ def arrow_table(rec: TokenRecords) -> pa.Table:
     if rec.text is not None:
         content = _arrow_strings(rec.text, rec.text_offsets)
     else:
-        offsets = rec.token_offsets if rec.width is None else np.arange(n + 1, dtype=np.int64) * rec.width
+        offsets = (
+            rec.token_offsets if rec.width is None else np.arange(n + 1, dtype=np.int64) * rec.width
+        )
         content = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(rec.tokens))
     fields = {"index": pa.array(rec.index, pa.int64())}
     if rec.batch_id is not None and not rec.nested:
@@ -184,7 +193,12 @@ def arrow_table(rec: TokenRecords) -> pa.Table:
     groups = _batch_groups(rec.batch_id)
     seq = pa.StructArray.from_arrays(list(fields.values()), list(fields))
     offsets = pa.array([lo for _, lo, _ in groups] + [n], pa.int32())
-    return pa.table({"batch_id": pa.array([b for b, _, _ in groups], pa.int64()), "sequences": pa.ListArray.from_arrays(offsets, seq)})
+    return pa.table(
+        {
+            "batch_id": pa.array([b for b, _, _ in groups], pa.int64()),
+            "sequences": pa.ListArray.from_arrays(offsets, seq),
+        }
+    )
 
 
 def _arrow_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:

@@ -36,7 +36,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> TokenizerPayload:
     Raises :class:`UserError` when the path is missing, unreadable or not a fast tokenizer.
     """
     path = os.fspath(path)
-    fix = "pass a local directory saved by save_pretrained (with tokenizer.json) or a tokenizer.json file"
+    fix = (
+        "pass a local directory saved by save_pretrained (with tokenizer.json) or a tokenizer.json"
+        " file"
+    )
     if not os.path.exists(path):
         raise UserError(f"tokenizer {path!r} not found; {fix}")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -60,13 +63,19 @@ def payload_from_tokenizer(tok: Any, name: str | None = None) -> TokenizerPayloa
     """The payload of an already loaded Hugging Face fast tokenizer."""
     backend = getattr(tok, "backend_tokenizer", None)
     if not getattr(tok, "is_fast", False) or backend is None:
-        raise UserError(f"tokenizer {name or type(tok).__name__!r} is not a fast (Rust) tokenizer; convert it and save it with tokenizer.json")
+        raise UserError(
+            f"tokenizer {name or type(tok).__name__!r} is not a fast (Rust) tokenizer; convert it "
+            "and save it with tokenizer.json"
+        )
     text = backend.to_str()
     vocab_size = max(len(tok), backend.get_vocab_size(with_added_tokens=True))
     bos = tok.bos_token_id
     probe = tok("a")["input_ids"]
     if name is None:
-        name = os.path.basename(str(getattr(tok, "name_or_path", "") or "").rstrip("/")) or type(tok).__name__
+        name = (
+            os.path.basename(str(getattr(tok, "name_or_path", "") or "").rstrip("/"))
+            or type(tok).__name__
+        )
     return TokenizerPayload(
         json=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
@@ -120,7 +129,10 @@ def load_token_counter(path: str) -> TokenCounter:
         try:
             text = Tokenizer.from_file(candidate).to_str()
         except Exception as exc:  # the Rust parser raises plain Exceptions for bad files
-            raise UserError(f"cannot load tokenizer {path!r} ({' '.join(str(exc).split())[:200]}); pass a tokenizer.json or a folder saved by save_pretrained") from None
+            raise UserError(
+                f"cannot load tokenizer {path!r} ({' '.join(str(exc).split())[:200]}); pass a "
+                "tokenizer.json or a folder saved by save_pretrained"
+            ) from None
     else:
         text = load_tokenizer(path).json
     name = os.path.basename(path.rstrip("/")) or path

@@ -88,7 +88,12 @@ def join_parquet(fs: fsspec.AbstractFileSystem, sources: list[str], target: str)
                 writer.close()
 
 
-def join_npz(fs: fsspec.AbstractFileSystem, sources: list[str], target: str, offset_keys: tuple[str, ...] = ("offsets", "text_offsets")) -> None:
+def join_npz(
+    fs: fsspec.AbstractFileSystem,
+    sources: list[str],
+    target: str,
+    offset_keys: tuple[str, ...] = ("offsets", "text_offsets"),
+) -> None:
     """One NPZ from parts: arrays concatenated along axis 0, one part in memory at a time.
 
     ``offset_keys`` hold ``n+1`` offsets per part; they are rebased and joined. A 0-d array
@@ -109,14 +114,21 @@ def join_npz(fs: fsspec.AbstractFileSystem, sources: list[str], target: str, off
         for k, v in arrays.items():
             if v.ndim:
                 shapes[k][0] += v.shape[0] - (1 if k in offset_keys else 0)
-    with atomic_open(fs, target, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with (
+        atomic_open(fs, target, "wb") as out,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
         for key, arr in first.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as member:
                 if arr.ndim == 0:
                     np.lib.format.write_array(member, arr, allow_pickle=False)
                     continue
-                header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": tuple(shapes[key])}
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(arr.dtype),
+                    "fortran_order": False,
+                    "shape": tuple(shapes[key]),
+                }
                 np.lib.format.write_array_header_2_0(member, header)
                 base = 0
                 for idx, path in enumerate(sources):

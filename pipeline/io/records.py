@@ -98,7 +98,9 @@ def file_format(name: str) -> tuple[str, str | None] | None:
 
 
 # -- planning ------------------------------------------------------------------------------
-def list_input_files(inputs: list[str], storage_options: dict | None = None) -> list[tuple[Any, str, str]]:
+def list_input_files(
+    inputs: list[str], storage_options: dict | None = None
+) -> list[tuple[Any, str, str]]:
     """``(fs, fs_path, url)`` of every data file named by ``inputs``, sorted by URL, unique.
 
     Inputs are files, directories (searched recursively, skipping names that start with ``.``
@@ -114,20 +116,30 @@ def list_input_files(inputs: list[str], storage_options: dict | None = None) -> 
                 matches = sorted(fs.glob(path))
                 files = [f for m in matches for f in _files_under(fs, m)]
                 if not files:
-                    problems.append(f"input {item!r} matches no .jsonl/.jsonl.gz/.jsonl.zst/.parquet file")
+                    problems.append(
+                        f"input {item!r} matches no .jsonl/.jsonl.gz/.jsonl.zst/.parquet file"
+                    )
             elif fs.isdir(path):
                 files = _files_under(fs, path)
                 if not files:
-                    problems.append(f"input directory {item!r} holds no .jsonl/.jsonl.gz/.jsonl.zst/.parquet file")
+                    problems.append(
+                        f"input directory {item!r} holds no .jsonl/.jsonl.gz/.jsonl.zst/.parquet "
+                        "file"
+                    )
             elif fs.isfile(path):
                 if file_format(path) is None:
-                    problems.append(f"input {item!r} is not a known file type; name it .jsonl, .jsonl.gz, .jsonl.zst or .parquet")
+                    problems.append(
+                        f"input {item!r} is not a known file type; name it .jsonl, .jsonl.gz, "
+                        ".jsonl.zst or .parquet"
+                    )
                 files = [path]
             else:
                 problems.append(f"input {item!r} does not exist")
                 files = []
         except PermissionError as exc:
-            problems.append(f"no permission to read {item!r} ({exc}); check credentials or --storage-options")
+            problems.append(
+                f"no permission to read {item!r} ({exc}); check credentials or --storage-options"
+            )
             files = []
         for f in files:
             found[_url(fs, f)] = (fs, f)
@@ -157,7 +169,9 @@ def _files_under(fs: Any, path: str) -> list[str]:
     return sorted(out)
 
 
-def plan_partitions(inputs: list[str], storage_options: dict | None = None, target_bytes: int = 64 << 20) -> list[InputPartition]:
+def plan_partitions(
+    inputs: list[str], storage_options: dict | None = None, target_bytes: int = 64 << 20
+) -> list[InputPartition]:
     """Cut the input files into partitions of about ``target_bytes`` (see the module notes)."""
     if target_bytes <= 0:
         raise UserError(f"the partition size must be positive (got {target_bytes})")
@@ -183,7 +197,10 @@ def _row_group_ranges(fs: Any, path: str, target_bytes: int) -> list[tuple[int, 
         with fs.open(path, "rb") as handle:
             meta = pq.ParquetFile(handle).metadata
     except Exception as exc:  # pyarrow raises ArrowInvalid and friends for a corrupt footer
-        raise UserError(f"cannot read Parquet file {path!r} ({' '.join(str(exc).split())}); check that it is a complete Parquet file") from None
+        raise UserError(
+            f"cannot read Parquet file {path!r} ({' '.join(str(exc).split())}); check that it is a "
+            "complete Parquet file"
+        ) from None
     ranges, start, size = [], 0, 0
     for i in range(meta.num_row_groups):
         size += meta.row_group(i).total_byte_size
@@ -196,7 +213,9 @@ def _row_group_ranges(fs: Any, path: str, target_bytes: int) -> list[tuple[int, 
 
 
 # -- reading -------------------------------------------------------------------------------
-def read_partition(part: InputPartition, storage_options: dict | None = None) -> tuple[list[dict], list[dict]]:
+def read_partition(
+    part: InputPartition, storage_options: dict | None = None
+) -> tuple[list[dict], list[dict]]:
     """``(records, rejects)`` of one partition (see :func:`read_partition_data`)."""
     data = read_partition_data(part, storage_options)
     return data.records, data.rejects
@@ -269,7 +288,16 @@ def parse_lines(data: bytes, file: str, *, base: int, first_line: int | None) ->
             rejects.append(make_reject(file, line_no, here, reason, detail, _raw_text(raw)))
             continue
         if type(value) is not dict:
-            rejects.append(make_reject(file, line_no, here, "not_an_object", f"a JSON {type(value).__name__} is not a record", _raw_text(raw)))
+            rejects.append(
+                make_reject(
+                    file,
+                    line_no,
+                    here,
+                    "not_an_object",
+                    f"a JSON {type(value).__name__} is not a record",
+                    _raw_text(raw),
+                )
+            )
             continue
         records.append(SourcedRecord(value, file, line_no, here))
     return out
@@ -279,13 +307,20 @@ def _classify_bad_line(raw: bytes, exc: Exception) -> tuple[str, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        return "invalid_utf8", f"invalid UTF-8 at byte {err.start} of the line ({err.reason}): a truncated or corrupt character"
+        return (
+            "invalid_utf8",
+            f"invalid UTF-8 at byte {err.start} of the line ({err.reason}): a truncated or corrupt "
+            "character",
+        )
     try:
         json.loads(text)
     except ValueError:
         return "invalid_json", " ".join(str(exc).split())
     # Python's parser accepts lone surrogate escapes (\ud800) that no UTF-8 file can hold.
-    return "invalid_unicode", f"a string holds an unpaired surrogate escape ({' '.join(str(exc).split())})"
+    return (
+        "invalid_unicode",
+        f"a string holds an unpaired surrogate escape ({' '.join(str(exc).split())})",
+    )
 
 
 def _raw_text(raw: bytes) -> str:
@@ -293,9 +328,18 @@ def _raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def make_reject(file: str, line: int | None, offset: int | None, reason: str, detail: str, raw: str) -> dict[str, Any]:
+def make_reject(
+    file: str, line: int | None, offset: int | None, reason: str, detail: str, raw: str
+) -> dict[str, Any]:
     """A reject record (the layout of ``rejects/`` files)."""
-    return {"file": file, "line": line, "offset": offset, "reason": reason, "detail": detail, "raw": raw}
+    return {
+        "file": file,
+        "line": line,
+        "offset": offset,
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+    }
 
 
 def record_text(record: dict) -> str:

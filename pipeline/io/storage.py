@@ -29,13 +29,18 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--storage-options is not valid JSON ({exc.msg}); pass a JSON object such as '{{\"anon\": true}}'") from None
+        raise UserError(
+            f"--storage-options is not valid JSON ({exc.msg}); pass a JSON object such as "
+            f"'{{\"anon\": true}}'"
+        ) from None
     if not isinstance(value, dict):
         raise UserError("--storage-options must be a JSON object such as '{\"anon\": true}'")
     return value
 
 
-def resolve(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def resolve(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return ``(filesystem, path)`` for a local path or a URL such as ``s3://bucket/key``."""
     url = os.fspath(url)
     try:
@@ -101,7 +106,8 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
 
 
 def load_npy(fs: fsspec.AbstractFileSystem, path: str) -> np.ndarray:
-    """Load a ``.npy``: memory-mapped locally (index arrays can be large), fetched whole remotely."""
+    """Load a ``.npy``: memory-mapped locally (index arrays can be large), fetched whole
+    remotely."""
     if is_local(fs):
         return np.load(path, mmap_mode="r", allow_pickle=False)
     return np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)

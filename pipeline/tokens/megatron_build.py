@@ -105,7 +105,8 @@ def build_megatron_arrays(
     tokens = int(sizes[start:stop].sum(dtype=np.int64))
     if tokens == 0:
         raise UserError(
-            f"split {split!r} ({stop - start} sequences) holds no tokens, so megatron-core would loop forever; choose another split or splits string"
+            f"split {split!r} ({stop - start} sequences) holds no tokens, so megatron-core would "
+            "loop forever; choose another split or splits string"
         )
     epochs = num_epochs(tokens, num_samples, seq_len, extra)
     separate, samples_before_final = False, 0
@@ -201,7 +202,8 @@ def split_range(splits: str, n_docs: int, split: str) -> tuple[int, int]:
     start, stop = megatron_split_bounds(splits, n_docs)[i : i + 2]
     if stop <= start:
         raise UserError(
-            f"split {split!r} has no sequences with splits {splits!r} over {n_docs} sequences; choose another split or splits string"
+            f"split {split!r} has no sequences with splits {splits!r} over {n_docs} sequences; "
+            "choose another split or splits string"
         )
     return start, stop
 

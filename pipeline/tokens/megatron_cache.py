@@ -14,7 +14,8 @@ split_matrix, tokenizer) and ``md5`` is the hex MD5 of that text. The tokenizer'
 and the exact ``dataset_path`` string of the training run are generally unknown here, so cached
 files are found by reading the descriptions and matching the parameters that decide the arrays;
 ``add_extra_token_to_sequence`` is not among them (megatron-core's key ignores it), so the
-caller verifies the arrays. This module only does I/O; :mod:`pipeline.tokens.megatron_index` decides.
+caller verifies the arrays. This module only does I/O; :mod:`pipeline.tokens.megatron_index`
+decides.
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ def find_cache_entries(
         if not _same_matrix(described.get("split_matrix"), split_matrix):
             continue
         base = path[: -len("-description.txt")]
-        entry = CacheEntry(base, described.get("dataset_path"), _same_path(described.get("dataset_path"), dataset_path))
+        entry = CacheEntry(
+            base,
+            described.get("dataset_path"),
+            _same_path(described.get("dataset_path"), dataset_path),
+        )
         if all(fs.exists(entry.path(kind)) for kind in ARRAY_KINDS):
             found.append(entry)
     return sorted(found, key=lambda e: (not e.same_dataset, e.dataset_path != dataset_path))
@@ -150,7 +155,8 @@ def _load_npy(fs: Any, path: str) -> np.ndarray:
         return load_npy(fs, path)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(
-            f"cached megatron-core index {path} cannot be read ({exc}); delete the files of this cache entry to rebuild them"
+            f"cached megatron-core index {path} cannot be read ({exc}); delete the files of this "
+            "cache entry to rebuild them"
         ) from None
 
 
@@ -163,9 +169,13 @@ def _same_matrix(described: object, ours: list[tuple[float, float] | None]) -> b
         if got is None or exp is None:
             if got is not exp:
                 return False
-        elif not (isinstance(got, list) and len(got) == 2 and all(isinstance(v, int | float) for v in got)):
+        elif not (
+            isinstance(got, list) and len(got) == 2 and all(isinstance(v, int | float) for v in got)
+        ):
             return False
-        elif not all(math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) for a, b in zip(got, exp, strict=True)):
+        elif not all(
+            math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) for a, b in zip(got, exp, strict=True)
+        ):
             return False
     return True
 

@@ -1,4 +1,5 @@
-"""megatron-core ``GPTDataset``'s sample order: its cached index files, loaded or rebuilt bit for bit.
+"""megatron-core ``GPTDataset``'s sample order: its cached index files, loaded or rebuilt bit for
+bit.
 
 :func:`megatron_sample_order` finds a split's arrays in megatron-core's cache folder
 (:mod:`pipeline.tokens.megatron_cache`), verifies them against the dataset, else builds them exactly
@@ -58,7 +59,11 @@ def megatron_num_samples(
 ) -> dict[str, int]:
     """Samples per split as Megatron-LM's ``get_train_valid_test_num_samples`` requests them."""
     checks = (("train_iters", train_iters, 0), ("global_batch_size", global_batch_size, 1))
-    for name, value, low in (*checks, ("eval_interval", eval_interval, 1), ("eval_iters", eval_iters, 0)):
+    for name, value, low in (
+        *checks,
+        ("eval_interval", eval_interval, 1),
+        ("eval_iters", eval_iters, 0),
+    ):
         if not is_int(value) or value < low:
             raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
     valid_iters = (train_iters // eval_interval + 1) * eval_iters
@@ -104,9 +109,13 @@ def megatron_sample_order(
     extra = int(bool(add_extra_token))
     drop_last = split != "valid" or drop_last_partial_validation_sequence
     options = storage_options if storage_options is not None else dataset.storage_options
-    fs, folder = resolve(cache_dir if cache_dir is not None else default_cache_dir(dataset.prefix), options)
+    fs, folder = resolve(
+        cache_dir if cache_dir is not None else default_cache_dir(dataset.prefix), options
+    )
     params = {"split": split, "num_samples": num_samples, "seq_len": seq_len, "seed": seed}
-    entries = find_cache_entries(fs, folder, dataset_path=dataset.prefix, split_matrix=matrix, **params)
+    entries = find_cache_entries(
+        fs, folder, dataset_path=dataset.prefix, split_matrix=matrix, **params
+    )
     arrays, problems = None, []
     for entry in entries:
         try:
@@ -114,7 +123,9 @@ def megatron_sample_order(
         except UserError as exc:
             problems += [str(exc)] if entry.same_dataset else []
             continue
-        problem = _check_loaded(loaded, dataset.sizes, start, stop, num_samples, seq_len, extra, drop_last)
+        problem = _check_loaded(
+            loaded, dataset.sizes, start, stop, num_samples, seq_len, extra, drop_last
+        )
         if problem is None:
             arrays = loaded
             break
@@ -125,8 +136,10 @@ def megatron_sample_order(
     if arrays is None:
         if load_only:
             raise UserError(
-                f"no megatron-core GPTDataset index for split={split}, num_samples={num_samples}, seq_len={seq_len}, "
-                f"seed={seed}, splits={splits!r} in {cache_dir or folder}; check these parameters against the run or build the index"
+                f"no megatron-core GPTDataset index for split={split}, num_samples={num_samples}, "
+                f"seq_len={seq_len}, "
+                f"seed={seed}, splits={splits!r} in {cache_dir or folder}; check these parameters "
+                "against the run or build the index"
             )
         arrays = build_megatron_arrays(
             dataset.sizes,
@@ -146,9 +159,20 @@ def megatron_sample_order(
             try:
                 save_cache_entry(fs, folder, split, description, arrays)
             except OSError as exc:
-                raise UserError(f"cannot write the megatron-core index to {folder} ({exc}); pass a writable cache_dir or save=False") from None
+                raise UserError(
+                    f"cannot write the megatron-core index to {folder} ({exc}); pass a writable "
+                    "cache_dir or save=False"
+                ) from None
     doc_idx, sample_idx, shuffle_idx = arrays
-    return SampleOrder("megatron", doc_idx, sample_idx, shuffle_idx, seq_len, extra_tokens=extra, pad_token=pad_token)
+    return SampleOrder(
+        "megatron",
+        doc_idx,
+        sample_idx,
+        shuffle_idx,
+        seq_len,
+        extra_tokens=extra,
+        pad_token=pad_token,
+    )
 
 
 def _check_loaded(
@@ -173,7 +197,10 @@ def _check_loaded(
     lengths = {num_epochs(max(tokens, 1), num_samples, seq_len, e) * (stop - start) for e in (0, 1)}
     delete = "delete this cache entry to rebuild it, or pass another cache_dir"
     if doc_idx.dtype != np.int32 or doc_idx.ndim != 1 or len(doc_idx) not in lengths:
-        return f"does not fit this dataset and split ({stop - start} sequences, {tokens} tokens); {delete}"
+        return (
+            f"does not fit this dataset and split ({stop - start} sequences, {tokens} tokens);"
+            f" {delete}"
+        )
     if len(doc_idx) and (int(doc_idx.min()) < start or int(doc_idx.max()) >= stop):
         return f"holds sequences outside this split ({start}..{stop - 1}); {delete}"
     if sample_idx.ndim != 2 or sample_idx.shape[1:] != (2,) or shuffle_idx.ndim != 1:
@@ -186,12 +213,14 @@ def _check_loaded(
         # megatron-core's cache key ignores add_extra_token_to_sequence: a run reuses files
         # built with the other setting and reads them with its own, and so do we.
     n = len(sample_idx) - 1
-    if shuffle_idx.dtype != shuffle_index_dtype(n) or len(shuffle_idx) != n or (n and int(shuffle_idx.max()) >= n):
+    if (
+        shuffle_idx.dtype != shuffle_index_dtype(n)
+        or len(shuffle_idx) != n
+        or (n and int(shuffle_idx.max()) >= n)
+    ):
         return f"has a shuffle_index that does not fit its {n} samples; {delete}"
     return None
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
-
-

@@ -1,4 +1,5 @@
-"""Vectorized builders of GPT-NeoX's sample index arrays (``pipeline.tokens.neox_index`` is the API).
+"""Vectorized builders of GPT-NeoX's sample index arrays (``pipeline.tokens.neox_index`` is the
+API).
 
 They reproduce ``megatron/data/gpt2_dataset.py`` and ``helpers.cpp`` of GPT-NeoX (HEAD and the
 v1.0 tag used for Pythia) value for value and dtype for dtype, without torch or a C++ build:
@@ -25,7 +26,8 @@ _UINT32_MAX = int(np.iinfo(np.uint32).max)
 
 
 def neox_num_epochs(tokens_per_epoch: int, seq_len: int, num_samples: int) -> int:
-    """GPT-NeoX's ``_num_epochs``: the fewest epochs with ``(epochs * tokens - 1) // seq_len >= N``."""
+    """GPT-NeoX's ``_num_epochs``: the fewest epochs with
+    ``(epochs * tokens - 1) // seq_len >= N``."""
     need = num_samples * seq_len + 1  # (e * t - 1) // L >= N  <=>  e * t >= N * L + 1
     return max(1, -(-need // tokens_per_epoch))
 
@@ -45,7 +47,13 @@ def shuffle_idx_dtype(n_built: int) -> np.dtype:
 
 
 def build_packed(
-    sizes: np.ndarray, start: int, stop: int, num_samples: int, seq_len: int, seed: int, version: str
+    sizes: np.ndarray,
+    start: int,
+    stop: int,
+    num_samples: int,
+    seq_len: int,
+    seed: int,
+    version: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``packed`` arrays of documents ``[start, stop)``, which must hold at least one token.
 
@@ -66,7 +74,9 @@ def build_packed(
     return doc_idx, sample_idx, shuffle_idx
 
 
-def packed_sample_idx(sizes: np.ndarray, doc_idx: np.ndarray, seq_len: int, n_built: int) -> np.ndarray:
+def packed_sample_idx(
+    sizes: np.ndarray, doc_idx: np.ndarray, seq_len: int, n_built: int
+) -> np.ndarray:
     """``build_sample_idx`` as int64 ``[n_built + 1, 2]``.
 
     The C++ loop takes ``seq_len + 1`` tokens per sample and stops *on* the last one, which the

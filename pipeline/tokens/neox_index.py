@@ -95,12 +95,14 @@ def split_doc_bounds(splits: str, n_docs: int) -> list[int]:
         weights = [float(p) for p in parts]
     except ValueError:
         raise UserError(
-            f"splits {text!r} is not a list of numbers; use weights such as '969,30,1' or '0.9,0.1,0'"
+            f"splits {text!r} is not a list of numbers; use weights such as '969,30,1' or "
+            "'0.9,0.1,0'"
         ) from None
     weights = (weights + [0.0, 0.0])[:3]
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise UserError(
-            f"splits {text!r} must be non-negative finite weights with a positive sum, such as '969,30,1'"
+            f"splits {text!r} must be non-negative finite weights with a positive sum, such as "
+            "'969,30,1'"
         )
     total = sum(weights)
     bounds = [0]
@@ -110,7 +112,8 @@ def split_doc_bounds(splits: str, n_docs: int) -> list[int]:
     bounds = [0] + [b - diff for b in bounds[1:]]
     if bounds[1] < 0:  # GPT-NeoX's rounding fix-up can push it below 0; it would then fail
         raise UserError(
-            f"splits {text!r} give document bounds {bounds} for {n_docs} documents, which GPT-NeoX cannot use; choose other weights"
+            f"splits {text!r} give document bounds {bounds} for {n_docs} documents, which GPT-NeoX "
+            "cannot use; choose other weights"
         )
     return bounds
 
@@ -125,7 +128,8 @@ def neox_index_filenames(
     allow_chopped: bool = True,
     version: str = "head",
 ) -> dict[str, str]:
-    """File names GPT-NeoX caches a split's index under (``doc_idx``/``sample_idx``/``shuffle_idx``)."""
+    """File names GPT-NeoX caches a split's index under
+    (``doc_idx``/``sample_idx``/``shuffle_idx``)."""
     _check_choice("split", split, SPLITS)
     _check_choice("version", version, VERSIONS)
     stem = f"{index_prefix_name}_{split}_indexmap_{num_samples}ns_{seq_len}sl_{seed}s"
@@ -158,7 +162,8 @@ def build_neox_arrays(
         return None
     if int(sizes[start:stop].sum(dtype=np.int64)) == 0:
         raise UserError(
-            f"split {split!r} ({stop - start} documents) holds no tokens, so GPT-NeoX would loop forever; choose another split or splits string"
+            f"split {split!r} ({stop - start} documents) holds no tokens, so GPT-NeoX would loop "
+            "forever; choose another split or splits string"
         )
     if packing == "pack_until_overflow":
         return build_pack_until_overflow(
@@ -196,7 +201,8 @@ def neox_sample_order(
     start, stop = _split_range(splits, len(dataset.sizes), split)
     if stop <= start:
         raise UserError(
-            f"split {split!r} has no documents with splits {splits!r}; choose another split or splits string"
+            f"split {split!r} has no documents with splits {splits!r}; choose another split or "
+            "splits string"
         )
     fs, folder, name = _index_location(dataset, index_prefix, storage_options)
     lookups = [build_version] if version != "auto" else ["head"]
@@ -208,7 +214,9 @@ def neox_sample_order(
         paths = _paths(folder, neox_index_filenames(name, *params, candidate))
         if all(fs.exists(p) for p in paths.values()):
             arrays = tuple(_load(fs, paths[kind]) for kind in KINDS)
-            _check_cached(arrays, paths, dataset.sizes, start, stop, num_samples, seq_len, packing, candidate)
+            _check_cached(
+                arrays, paths, dataset.sizes, start, stop, num_samples, seq_len, packing, candidate
+            )
             break
     if arrays is None:
         arrays = build_neox_arrays(
@@ -227,7 +235,16 @@ def neox_sample_order(
         if save:
             _save(fs, _paths(folder, neox_index_filenames(name, *params, build_version)), arrays)
     doc_idx, sample_idx, shuffle_idx = arrays
-    return SampleOrder("neox", doc_idx, sample_idx, shuffle_idx, seq_len, extra_tokens=1, pad_token=0, retry_out_of_range=True)
+    return SampleOrder(
+        "neox",
+        doc_idx,
+        sample_idx,
+        shuffle_idx,
+        seq_len,
+        extra_tokens=1,
+        pad_token=0,
+        retry_out_of_range=True,
+    )
 
 
 # -- cached files -----------------------------------------------------------------------------
@@ -259,7 +276,8 @@ def _save(fs: Any, paths: dict[str, str], arrays: tuple[np.ndarray, ...]) -> Non
                 np.save(handle, array)  # byte for byte what GPT-NeoX's np.save writes
         except OSError as exc:
             raise UserError(
-                f"cannot write the GPT-NeoX index {paths[kind]} ({exc}); pass a writable --index (API: batch_info_save_prefix)"
+                f"cannot write the GPT-NeoX index {paths[kind]} ({exc}); pass a writable --index "
+                "(API: batch_info_save_prefix)"
             ) from None
 
 
@@ -268,7 +286,8 @@ def _load(fs: Any, path: str) -> np.ndarray:
         return load_npy(fs, path)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(
-            f"cached GPT-NeoX index {path} is unreadable ({exc}); delete it to rebuild or pass another index_prefix"
+            f"cached GPT-NeoX index {path} is unreadable ({exc}); delete it to rebuild or pass "
+            "another index_prefix"
         ) from None
 
 
@@ -304,8 +323,10 @@ def _check_cached(
         dtype, shape = np.dtype(expect[kind][0]), expect[kind][1]
         if array.dtype != dtype or array.shape != shape or array.ndim != len(shape):
             raise UserError(
-                f"cached GPT-NeoX index {paths[kind]} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}: "
-                "it is corrupt or belongs to another dataset, splits or run; delete it to rebuild or pass another index_prefix"
+                f"cached GPT-NeoX index {paths[kind]} is {array.dtype}{list(array.shape)}, "
+                f"expected {dtype}{list(shape)}: "
+                "it is corrupt or belongs to another dataset, splits or run; delete it to rebuild "
+                "or pass another index_prefix"
             )
     last = int(sample_idx[-1, 0])
     if packing == "packed":
@@ -314,8 +335,10 @@ def _check_cached(
         fits = last == len(doc_idx)
     if tokens == 0 or not fits:
         raise UserError(
-            f"cached GPT-NeoX index {paths['sample_idx']} does not fit {paths['doc_idx']} and this split: "
-            "the files are corrupt or from different runs; delete them to rebuild or pass another index_prefix"
+            f"cached GPT-NeoX index {paths['sample_idx']} does not fit {paths['doc_idx']} and this "
+            "split: "
+            "the files are corrupt or from different runs; delete them to rebuild or pass another "
+            "index_prefix"
         )
 
 
@@ -334,11 +357,13 @@ def _check_params(
     _check_choice("version", version, VERSIONS)
     if packing == "unpacked":
         raise UserError(
-            "packing 'unpacked' is not supported: GPT-NeoX builds it only from a label dataset; use packed or pack_until_overflow"
+            "packing 'unpacked' is not supported: GPT-NeoX builds it only from a label dataset; "
+            "use packed or pack_until_overflow"
         )
     if version == "v1.0" and packing != "packed":
         raise UserError(
-            f"GPT-NeoX v1.0 only has packing 'packed', not {packing!r}; use packing='packed' or version='head'"
+            f"GPT-NeoX v1.0 only has packing 'packed', not {packing!r}; use packing='packed' or "
+            "version='head'"
         )
     limits = (("num_samples", num_samples, 1, None), ("seq_len", seq_len, 1, 2**31 - 2))
     for name, value, low, high in (*limits, ("seed", seed, 0, 2**32 - 1)):

@@ -46,13 +46,16 @@ def train_tokenizer(texts: list[str], out_dir: str, vocab_size: int = 2048) -> s
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
     fast.save_pretrained(out_dir)
     return out_dir
 
 
 def make_token_dataset(out_dir: str, n_docs: int = 2000, seed: int = 0) -> tuple[str, str]:
-    """Write ``out_dir/tokenizer`` and ``out_dir/data/corpus.{bin,idx}``; return (prefix, tokenizer)."""
+    """Write ``out_dir/tokenizer`` and ``out_dir/data/corpus.{bin,idx}``; return (prefix,
+    tokenizer)."""
     from transformers import AutoTokenizer
 
     texts = make_corpus(n_docs, seed)

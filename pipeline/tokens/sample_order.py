@@ -64,7 +64,10 @@ class SampleOrder:
         bad = (ids < 0) | (ids >= n)
         if bad.any():
             first = int(ids[bad][0])
-            raise UserError(f"{what} {first} is out of range: this sample order has {n} samples (0..{n - 1}); choose ids below {n}")
+            raise UserError(
+                f"{what} {first} is out of range: this sample order has {n} samples (0..{n - 1}); "
+                f"choose ids below {n}"
+            )
         return ids
 
     def doc_details(self, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,10 +107,14 @@ class SampleOrder:
             if not bad.any():
                 return ids
             ids[bad] = self.shuffle_idx[ids[bad]].astype(np.int64) % n
-        raise UserError("the sample index is corrupt: samples point past the end of doc_idx; rebuild the index")
+        raise UserError(
+            "the sample index is corrupt: samples point past the end of doc_idx; rebuild the index"
+        )
 
     # -- windows --------------------------------------------------------------------------
-    def plan_windows(self, token_starts: np.ndarray, sizes: np.ndarray, ids: np.ndarray) -> WindowPlan:
+    def plan_windows(
+        self, token_starts: np.ndarray, sizes: np.ndarray, ids: np.ndarray
+    ) -> WindowPlan:
         """The token ranges that make up the windows of samples ``ids`` (no token is read).
 
         The plan is small (a few integers per sample and document) and is what a worker needs
@@ -153,7 +160,8 @@ class SampleOrder:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Token ranges (``starts``/``lengths``, grouped ``counts`` per sample) of a chunk of windows."""
+    """Token ranges (``starts``/``lengths``, grouped ``counts`` per sample) of a chunk of
+    windows."""
 
     starts: np.ndarray
     lengths: np.ndarray

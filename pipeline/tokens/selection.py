@@ -75,7 +75,10 @@ def _parse_range(text: str, flag: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in text.split(":"))
     except ValueError:
-        raise UserError(f"{flag} {text!r} is not a range; write START:END (start inclusive, end exclusive), e.g. 100:200") from None
+        raise UserError(
+            f"{flag} {text!r} is not a range; write START:END (start inclusive, end exclusive), "
+            "e.g. 100:200"
+        ) from None
     return lo, hi
 
 
@@ -86,7 +89,9 @@ def _parse_list(text: str, flag: str) -> list[int]:
         raise UserError(f"{flag} {text!r} is not a list of integers; write e.g. 3,5,7") from None
 
 
-def parse_cli_selection(kind: str, value: str | None) -> tuple[str, list[int] | tuple[int, int] | None]:
+def parse_cli_selection(
+    kind: str, value: str | None
+) -> tuple[str, list[int] | tuple[int, int] | None]:
     """Turn a command-line flag value into ``(kind, ids-or-range)``."""
     flag = "--" + kind.replace("_", "-")
     if kind == "all":
@@ -108,7 +113,9 @@ def make_selection(
     if kind not in KINDS:
         raise UserError(f"unknown selection {kind!r}; use one of {', '.join(KINDS)}")
     if kind in ("batches", "batch_range") and (batch_size is None or batch_size <= 0):
-        raise UserError("batch selections need the global batch size; pass --batch-size B (or batch_size=B)")
+        raise UserError(
+            "batch selections need the global batch size; pass --batch-size B (or batch_size=B)"
+        )
     total = num_documents if kind == "documents" else num_samples
     unit = "document" if kind == "documents" else "sample"
     if kind == "all":
@@ -121,20 +128,32 @@ def make_selection(
             n_batches = total // batch_size
             bad = ids[(ids < 0) | (ids >= n_batches)]
             if len(bad):
-                raise UserError(f"batch {int(bad[0])} is out of range: {total} samples make {n_batches} full batches of {batch_size} (0..{n_batches - 1})")
+                raise UserError(
+                    f"batch {int(bad[0])} is out of range: {total} samples make {n_batches} full "
+                    f"batches of {batch_size} (0..{n_batches - 1})"
+                )
             ids = (ids[:, None] * batch_size + np.arange(batch_size)).reshape(-1)
         else:
             bad = ids[(ids < 0) | (ids >= total)]
             if len(bad):
-                raise UserError(f"{unit} {int(bad[0])} is out of range: there are {total} {unit}s (0..{total - 1})")
+                raise UserError(
+                    f"{unit} {int(bad[0])} is out of range: there are {total} {unit}s "
+                    f"(0..{total - 1})"
+                )
         return Selection(kind, ids, 0, len(ids), batch_size)
     lo, hi = (int(x) for x in value)
     flag = "--" + kind.replace("_", "-")
     if kind == "batch_range":
         n_batches = total // batch_size
         if not 0 <= lo < hi <= n_batches:
-            raise UserError(f"{flag} {lo}:{hi} is outside 0:{n_batches} ({total} samples make {n_batches} full batches of {batch_size}); the end is exclusive")
+            raise UserError(
+                f"{flag} {lo}:{hi} is outside 0:{n_batches} ({total} samples make {n_batches} full "
+                f"batches of {batch_size}); the end is exclusive"
+            )
         return Selection(kind, None, lo * batch_size, hi * batch_size, batch_size)
     if not 0 <= lo < hi <= total:
-        raise UserError(f"{flag} {lo}:{hi} is outside 0:{total} (there are {total} {unit}s); the start must be below the end, which is exclusive")
+        raise UserError(
+            f"{flag} {lo}:{hi} is outside 0:{total} (there are {total} {unit}s); the start must be "
+            "below the end, which is exclusive"
+        )
     return Selection(kind, None, lo, hi)

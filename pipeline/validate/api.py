@@ -25,7 +25,9 @@ from pipeline.validate.export import ValidationReport, validate_export
 __all__ = ["validate_export", "corpus_stats", "pipeline_summary", "ValidationReport"]
 
 
-def corpus_stats(url: str, storage_options: dict[str, Any] | None = None, *, tokenizer: str | None = None) -> dict[str, Any]:
+def corpus_stats(
+    url: str, storage_options: dict[str, Any] | None = None, *, tokenizer: str | None = None
+) -> dict[str, Any]:
     """Recompute ``dataset_stats.json`` from the files of a corpus export (one streaming read)."""
     export = open_export(url, storage_options)
     if export.kind != "corpus":
@@ -51,17 +53,38 @@ def corpus_stats(url: str, storage_options: dict[str, Any] | None = None, *, tok
                     else:
                         invalid += 1
                 words, nbytes = words_and_bytes(texts)
-                tokens = sum(len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)) if backend and texts else (0 if backend else None)
-                domains = [_at(r, schema.domain_field) for r in records] if schema.domain_field else []
-                scores = [_at(r, schema.quality_field) for r in records] if schema.quality_field else []
+                tokens = (
+                    sum(len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False))
+                    if backend and texts
+                    else (0 if backend else None)
+                )
+                domains = (
+                    [_at(r, schema.domain_field) for r in records] if schema.domain_field else []
+                )
+                scores = (
+                    [_at(r, schema.quality_field) for r in records] if schema.quality_field else []
+                )
                 by_split[name].add([len(t) for t in texts], nbytes, words, domains, scores, tokens)
     rejected = _count_rejects(export)
     exported = sum(s.count for s in by_split.values())
     totals = (export.manifest or {}).get("totals") or {}
-    accounting = {"input_lines": totals.get("input_lines"), "blank_lines": totals.get("blank_lines"), "exported": exported, "rejected": sum(rejected.values())}
+    accounting = {
+        "input_lines": totals.get("input_lines"),
+        "blank_lines": totals.get("blank_lines"),
+        "exported": exported,
+        "rejected": sum(rejected.values()),
+    }
     if accounting["input_lines"] is not None:
-        accounting["balanced"] = accounting["input_lines"] == (accounting["blank_lines"] or 0) + exported + accounting["rejected"]
-    extra = {"split": params.get("split"), "format": params.get("format"), "compression": params.get("compression"), "recomputed": True}
+        accounting["balanced"] = (
+            accounting["input_lines"]
+            == (accounting["blank_lines"] or 0) + exported + accounting["rejected"]
+        )
+    extra = {
+        "split": params.get("split"),
+        "format": params.get("format"),
+        "compression": params.get("compression"),
+        "recomputed": True,
+    }
     if invalid:
         extra["records_without_text"] = invalid
     return dataset_stats(by_split, rejected, accounting, extra)
@@ -115,7 +138,9 @@ def _count_rejects(export: Any) -> Counter:
     return counts
 
 
-def pipeline_summary(dirs: list[str], storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def pipeline_summary(
+    dirs: list[str], storage_options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Documents per stage folder and the reduction from the previous stage."""
     from pipeline.io.records import list_input_files
     from pipeline.io.storage import resolve
@@ -127,10 +152,20 @@ def pipeline_summary(dirs: list[str], storage_options: dict[str, Any] | None = N
         if fs.isdir(path) and fs.exists(stats_path):
             docs = int(orjson.loads(fs.cat_file(stats_path))["total_documents"])
         else:
-            docs = sum(_count_documents(f_fs, f_path) for f_fs, f_path, _ in list_input_files([d], storage_options))
+            docs = sum(
+                _count_documents(f_fs, f_path)
+                for f_fs, f_path, _ in list_input_files([d], storage_options)
+            )
         prev = rows[-1]["documents"] if rows else None
         reduction = None if not prev else round(100 * (prev - docs) / prev, 1)
-        rows.append({"stage": d.rstrip("/").rsplit("/", 1)[-1], "path": d, "documents": docs, "reduction_pct": reduction})
+        rows.append(
+            {
+                "stage": d.rstrip("/").rsplit("/", 1)[-1],
+                "path": d,
+                "documents": docs,
+                "reduction_pct": reduction,
+            }
+        )
     return rows
 
 

@@ -48,8 +48,16 @@ class SplitReport:
 
     def as_dict(self) -> dict[str, Any]:
         avg = round(self.length_sum / self.documents, 2) if self.documents else 0
-        return {"name": self.name, "files": self.files, "documents": self.documents, "errors": self.error_count,
-                "first_errors": self.errors, "avg_length": avg, "min_length": self.length_min or 0, "max_length": self.length_max or 0}
+        return {
+            "name": self.name,
+            "files": self.files,
+            "documents": self.documents,
+            "errors": self.error_count,
+            "first_errors": self.errors,
+            "avg_length": avg,
+            "min_length": self.length_min or 0,
+            "max_length": self.length_max or 0,
+        }
 
 
 @dataclass
@@ -66,17 +74,27 @@ class ValidationReport:
         return not self.problems and all(s.error_count == 0 for s in self.splits)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "kind": self.kind, "passed": self.passed, "problems": self.problems, "splits": [s.as_dict() for s in self.splits]}
+        return {
+            "url": self.url,
+            "kind": self.kind,
+            "passed": self.passed,
+            "problems": self.problems,
+            "splits": [s.as_dict() for s in self.splits],
+        }
 
 
-def validate_export(url: str, storage_options: dict | None = None, *, schema: Schema | None = None, show: int = 5) -> ValidationReport:
+def validate_export(
+    url: str, storage_options: dict | None = None, *, schema: Schema | None = None, show: int = 5
+) -> ValidationReport:
     """Validate the export at ``url``; ``show`` errors per split are kept verbatim."""
     export = open_export(url, storage_options)
     report = ValidationReport(url, export.kind, [], list(export.notes))
     digests: dict[str, Digest] = {}
     if export.kind == "corpus":
         params = (export.manifest or {}).get("parameters") or {}
-        schema = schema or (Schema.from_dict(params["schema"]) if params.get("schema") else Schema())
+        schema = schema or (
+            Schema.from_dict(params["schema"]) if params.get("schema") else Schema()
+        )
     for name, files in export.groups.items():
         split = SplitReport(name, files)
         if not files:
@@ -98,7 +116,9 @@ def validate_export(url: str, storage_options: dict | None = None, *, schema: Sc
     return report
 
 
-def _check_corpus_file(export: Export, rel: str, schema: Schema, split: SplitReport, digest: Digest, show: int) -> None:
+def _check_corpus_file(
+    export: Export, rel: str, schema: Schema, split: SplitReport, digest: Digest, show: int
+) -> None:
     path = export.file(rel)
     text_path = schema.text.split(".")
     if rel.endswith(".parquet"):
@@ -155,9 +175,14 @@ def _check_manifest(export: Export, digests: dict[str, Digest]) -> list[str]:
             digest = Digest()
             hash_file(export.fs, path, digest)
         if digest.bytes != f["bytes"]:
-            problems.append(f"{rel}: size differs from the manifest ({digest.bytes} bytes, recorded {f['bytes']}): the file changed after export")
+            problems.append(
+                f"{rel}: size differs from the manifest ({digest.bytes} bytes, recorded "
+                f"{f['bytes']}): the file changed after export"
+            )
         elif digest.hexdigest != f["sha256"]:
-            problems.append(f"{rel}: sha256 differs from the manifest (the file changed after export)")
+            problems.append(
+                f"{rel}: sha256 differs from the manifest (the file changed after export)"
+            )
     return problems
 
 
@@ -181,7 +206,10 @@ def format_report(report: ValidationReport) -> str:
     for s in report.splits:
         avg = s.length_sum / s.documents if s.documents else 0
         label = "text length" if report.kind == "corpus" else "content length"
-        lines.append(f"  {s.name}: {s.documents:,} documents, {s.error_count:,} errors; {label} avg {avg:,.1f}, min {s.length_min or 0:,}, max {s.length_max or 0:,}")
+        lines.append(
+            f"  {s.name}: {s.documents:,} documents, {s.error_count:,} errors; {label} avg "
+            f"{avg:,.1f}, min {s.length_min or 0:,}, max {s.length_max or 0:,}"
+        )
         lines += [f"    - {e}" for e in s.errors]
         if s.error_count > len(s.errors):
             lines.append(f"    ... and {s.error_count - len(s.errors):,} more")
@@ -191,5 +219,8 @@ def format_report(report: ValidationReport) -> str:
     else:
         bad = sum(1 for s in report.splits if s.error_count)
         total = sum(s.error_count for s in report.splits)
-        lines.append(f"VALIDATION FAILED: {total:,} record errors in {bad} split(s), {len(report.problems)} export problem(s)")
+        lines.append(
+            f"VALIDATION FAILED: {total:,} record errors in {bad} split(s), {len(report.problems)} "
+            "export problem(s)"
+        )
     return "\n".join(lines)

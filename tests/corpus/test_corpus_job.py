@@ -25,12 +25,35 @@ def _cli(*args: str, client=None) -> int:
     return main([*args, *extra])
 
 
-def test_workshop_flow_is_one_command(workshop_corpus: Path, tmp_path: Path, dask_client, capsys) -> None:
+def test_workshop_flow_is_one_command(
+    workshop_corpus: Path, tmp_path: Path, dask_client, capsys
+) -> None:
     out = tmp_path / "export"
-    assert _cli("corpus", str(workshop_corpus), "--out", str(out), "--split", "0.95,0.03,0.02", "--seed", "42", client=dask_client) == 0
+    assert (
+        _cli(
+            "corpus",
+            str(workshop_corpus),
+            "--out",
+            str(out),
+            "--split",
+            "0.95,0.03,0.02",
+            "--seed",
+            "42",
+            client=dask_client,
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "705 documents" in printed and "train" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "_manifest.json", "card", "dataset_stats.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "_manifest.json",
+        "card",
+        "dataset_stats.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     stats = json.loads((out / "dataset_stats.json").read_text())
     counts = [stats["splits"][s]["count"] for s in ("train", "validation", "test")]
     assert sum(counts) == stats["total_documents"] == 705
@@ -38,8 +61,14 @@ def test_workshop_flow_is_one_command(workshop_corpus: Path, tmp_path: Path, das
     assert abs(counts[0] - 670) <= 15 and abs(counts[1] - 21) <= 10 and abs(counts[2] - 14) <= 9
     for key in ("avg_text_length", "total_chars", "total_words"):
         assert stats["splits"]["train"][key] > 0
-    assert set(stats["quality_distribution"]) == {"high", "medium", "low"} and sum(stats["quality_distribution"].values()) == 705
-    assert sum(stats["domain_distribution"].values()) == 705 and stats["text_length_stats"]["max"] > stats["text_length_stats"]["min"]
+    assert (
+        set(stats["quality_distribution"]) == {"high", "medium", "low"}
+        and sum(stats["quality_distribution"].values()) == 705
+    )
+    assert (
+        sum(stats["domain_distribution"].values()) == 705
+        and stats["text_length_stats"]["max"] > stats["text_length_stats"]["min"]
+    )
     assert stats["rejected"] == {} and stats["accounting"]["balanced"]
     assert [len(read_lines(out / f"{s}.jsonl")) for s in ("train", "validation", "test")] == counts
     assert _cli("validate", str(out)) == 0
@@ -50,10 +79,14 @@ def test_workshop_flow_is_one_command(workshop_corpus: Path, tmp_path: Path, das
     assert "0.0%" in capsys.readouterr().out
 
 
-def test_hugging_face_datasets_loads_the_splits(workshop_corpus: Path, tmp_path: Path, dask_client) -> None:
+def test_hugging_face_datasets_loads_the_splits(
+    workshop_corpus: Path, tmp_path: Path, dask_client
+) -> None:
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "export"
-    summary = export_corpus([str(workshop_corpus)], str(out), client=dask_client, compression="gzip")
+    summary = export_corpus(
+        [str(workshop_corpus)], str(out), client=dask_client, compression="gzip"
+    )
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
     assert set(ds) == {"train", "validation", "test"}
     assert {k: v.num_rows for k, v in ds.items()} == summary["splits"]
@@ -61,31 +94,85 @@ def test_hugging_face_datasets_loads_the_splits(workshop_corpus: Path, tmp_path:
     assert "source_url" in ds["train"][0]["metadata"]
 
 
-def test_exact_counts_give_exact_split_sizes(workshop_corpus: Path, tmp_path: Path, dask_client) -> None:
-    summary = export_corpus([str(workshop_corpus)], str(tmp_path / "a"), client=dask_client, exact_counts=True, chunk_size=200_000, card=False)
+def test_exact_counts_give_exact_split_sizes(
+    workshop_corpus: Path, tmp_path: Path, dask_client
+) -> None:
+    summary = export_corpus(
+        [str(workshop_corpus)],
+        str(tmp_path / "a"),
+        client=dask_client,
+        exact_counts=True,
+        chunk_size=200_000,
+        card=False,
+    )
     assert summary["splits"] == {"train": 670, "validation": 21, "test": 14}
-    again = export_corpus([str(workshop_corpus)], str(tmp_path / "b"), client=dask_client, exact_counts=True, chunk_size=1 << 30, card=False)
+    again = export_corpus(
+        [str(workshop_corpus)],
+        str(tmp_path / "b"),
+        client=dask_client,
+        exact_counts=True,
+        chunk_size=1 << 30,
+        card=False,
+    )
     for split in ("train", "validation", "test"):  # whatever the partitioning
-        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (
+            tmp_path / "b" / f"{split}.jsonl"
+        ).read_bytes()
     assert again["splits"] == summary["splits"]
-    counts = export_corpus([str(workshop_corpus)], str(tmp_path / "c"), client=dask_client, split="train=rest,validation=50,test=25", exact_counts=True, card=False)
+    counts = export_corpus(
+        [str(workshop_corpus)],
+        str(tmp_path / "c"),
+        client=dask_client,
+        split="train=rest,validation=50,test=25",
+        exact_counts=True,
+        card=False,
+    )
     assert counts["splits"] == {"train": 630, "validation": 50, "test": 25}
 
 
 def test_every_input_line_ends_in_exactly_one_file(bad_corpus, tmp_path: Path, dask_client) -> None:
     root, info = bad_corpus
     schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps({"fields": {"text": "text", "metadata.id": "id", "metadata.quality_score": {"from": "quality_prob", "type": "float"}}}))
+    schema.write_text(
+        json.dumps(
+            {
+                "fields": {
+                    "text": "text",
+                    "metadata.id": "id",
+                    "metadata.quality_score": {"from": "quality_prob", "type": "float"},
+                }
+            }
+        )
+    )
     out = tmp_path / "export"
-    summary = export_corpus([str(root)], str(out), client=dask_client, schema=str(schema), chunk_size=50_000, parts=True, compression="zstd")
+    summary = export_corpus(
+        [str(root)],
+        str(out),
+        client=dask_client,
+        schema=str(schema),
+        chunk_size=50_000,
+        parts=True,
+        compression="zstd",
+    )
     planted = {k: info["z"]["bad"][k] + info["p"]["bad"][k] for k in info["z"]["bad"]}
     lines = info["z"]["lines"] + info["p"]["lines"]
-    assert summary["accounting"] == {"input_lines": lines, "blank_lines": 5, "exported": 400 - 64, "rejected": 64, "balanced": True}
+    assert summary["accounting"] == {
+        "input_lines": lines,
+        "blank_lines": 5,
+        "exported": 400 - 64,
+        "rejected": 64,
+        "balanced": True,
+    }
     by_reason = summary["rejected_by_reason"]
     assert by_reason == {
-        "empty_text": planted["empty_text"], "invalid_json": planted["invalid_json"], "invalid_utf8": planted["truncated_utf8"],
-        "missing_text": planted["missing_text"], "not_an_object": planted["not_an_object"], "nul_in_text": planted["nul_in_text"],
-        "text_not_string": planted["text_not_string"], "wrong_type:metadata.quality_score": planted["wrong_type_quality"],
+        "empty_text": planted["empty_text"],
+        "invalid_json": planted["invalid_json"],
+        "invalid_utf8": planted["truncated_utf8"],
+        "missing_text": planted["missing_text"],
+        "not_an_object": planted["not_an_object"],
+        "nul_in_text": planted["nul_in_text"],
+        "text_not_string": planted["text_not_string"],
+        "wrong_type:metadata.quality_score": planted["wrong_type_quality"],
     }
     # Every non-blank input line, by (file, byte offset), is in exactly one output or reject file.
     inputs = {}
@@ -110,27 +197,52 @@ def test_every_input_line_ends_in_exactly_one_file(bad_corpus, tmp_path: Path, d
 
 
 @pytest.mark.parametrize("parts", [False, True])
-def test_same_bytes_with_one_or_two_workers(workshop_corpus: Path, tmp_path: Path, dask_client, dask_client_1worker, parts: bool) -> None:
+def test_same_bytes_with_one_or_two_workers(
+    workshop_corpus: Path, tmp_path: Path, dask_client, dask_client_1worker, parts: bool
+) -> None:
     args = {"chunk_size": 300_000, "parts": parts, "compression": "gzip" if parts else None}
-    export_corpus([str(workshop_corpus)], str(tmp_path / "one" / "export"), client=dask_client_1worker, **args)
-    export_corpus([str(workshop_corpus)], str(tmp_path / "two" / "export"), client=dask_client, **args)
+    export_corpus(
+        [str(workshop_corpus)], str(tmp_path / "one" / "export"), client=dask_client_1worker, **args
+    )
+    export_corpus(
+        [str(workshop_corpus)], str(tmp_path / "two" / "export"), client=dask_client, **args
+    )
     one, two = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
     assert one == two and len(one) >= 8
 
 
-def test_split_membership_does_not_depend_on_partitioning(workshop_corpus: Path, tmp_path: Path, dask_client) -> None:
-    small = export_corpus([str(workshop_corpus)], str(tmp_path / "small"), client=dask_client, chunk_size=100_000, card=False)
-    large = export_corpus([str(workshop_corpus)], str(tmp_path / "large"), client=dask_client, chunk_size=1 << 30, card=False)
+def test_split_membership_does_not_depend_on_partitioning(
+    workshop_corpus: Path, tmp_path: Path, dask_client
+) -> None:
+    small = export_corpus(
+        [str(workshop_corpus)],
+        str(tmp_path / "small"),
+        client=dask_client,
+        chunk_size=100_000,
+        card=False,
+    )
+    large = export_corpus(
+        [str(workshop_corpus)],
+        str(tmp_path / "large"),
+        client=dask_client,
+        chunk_size=1 << 30,
+        card=False,
+    )
     assert small["splits"] == large["splits"]
     for split in ("train", "validation", "test"):
-        assert (tmp_path / "small" / f"{split}.jsonl").read_bytes() == (tmp_path / "large" / f"{split}.jsonl").read_bytes()
+        assert (tmp_path / "small" / f"{split}.jsonl").read_bytes() == (
+            tmp_path / "large" / f"{split}.jsonl"
+        ).read_bytes()
 
 
-def test_resume_after_an_interrupted_run_gives_identical_bytes(workshop_corpus: Path, tmp_path: Path, dask_client, monkeypatch) -> None:
+def test_resume_after_an_interrupted_run_gives_identical_bytes(
+    workshop_corpus: Path, tmp_path: Path, dask_client, monkeypatch
+) -> None:
     args = {"chunk_size": 250_000, "client": dask_client}
     export_corpus([str(workshop_corpus)], str(tmp_path / "clean" / "export"), **args)
     crashed = tmp_path / "crashed" / "export"
     with monkeypatch.context() as m:
+
         def crash(*a, **k):
             raise KeyboardInterrupt
 
@@ -138,7 +250,11 @@ def test_resume_after_an_interrupted_run_gives_identical_bytes(workshop_corpus: 
         with pytest.raises(KeyboardInterrupt):
             export_corpus([str(workshop_corpus)], str(crashed), **args)
     parts = sorted(crashed.glob("train/part-*.jsonl"))
-    assert len(parts) >= 3 and (crashed / ".dexport-progress").is_dir() and not (crashed / "_manifest.json").exists()
+    assert (
+        len(parts) >= 3
+        and (crashed / ".dexport-progress").is_dir()
+        and not (crashed / "_manifest.json").exists()
+    )
     parts[1].unlink()  # lost before the crash: --resume must redo that partition
     (crashed / "validation" / parts[-1].name).unlink()
     with pytest.raises(Exception, match="already exists"):
@@ -152,15 +268,27 @@ def test_resume_after_an_interrupted_run_gives_identical_bytes(workshop_corpus: 
         export_corpus([str(workshop_corpus)], str(crashed), resume=True, seed=1, **args)
 
 
-def test_parquet_output_and_schema_static_values(workshop_corpus: Path, tmp_path: Path, dask_client) -> None:
+def test_parquet_output_and_schema_static_values(
+    workshop_corpus: Path, tmp_path: Path, dask_client
+) -> None:
     import pyarrow.parquet as pq
 
     out = tmp_path / "pq"
-    summary = export_corpus([str(workshop_corpus)], str(out), client=dask_client, format="parquet", set_values=["metadata.source=wikipedia", "metadata.curation_date=2024-01-15"], chunk_size=300_000)
+    summary = export_corpus(
+        [str(workshop_corpus)],
+        str(out),
+        client=dask_client,
+        format="parquet",
+        set_values=["metadata.source=wikipedia", "metadata.curation_date=2024-01-15"],
+        chunk_size=300_000,
+    )
     table = pq.read_table(out / "train.parquet")
     assert table.num_rows == summary["splits"]["train"]
     row = table.slice(0, 1).to_pylist()[0]
-    assert row["metadata"]["source"] == "wikipedia" and row["metadata"]["curation_date"] == "2024-01-15"
+    assert (
+        row["metadata"]["source"] == "wikipedia"
+        and row["metadata"]["curation_date"] == "2024-01-15"
+    )
     assert validate_export(str(out)).passed
     assert corpus_stats(str(out))["total_documents"] == 705
 
@@ -179,10 +307,16 @@ def _word_tokenizer(path: Path) -> Path:
 def test_token_counts_with_a_tokenizer(workshop_corpus: Path, tmp_path: Path, dask_client) -> None:
     tok = _word_tokenizer(tmp_path / "tokenizer.json")
     out = tmp_path / "export"
-    export_corpus([str(workshop_corpus)], str(out), client=dask_client, tokenizer=str(tok), card=False)
+    export_corpus(
+        [str(workshop_corpus)], str(out), client=dask_client, tokenizer=str(tok), card=False
+    )
     stats = json.loads((out / "dataset_stats.json").read_text())
     # Whitespace word-level tokens: one token per word.
-    assert stats["total_tokens"] == sum(s["total_tokens"] for s in stats["splits"].values()) == stats["total_words"]
+    assert (
+        stats["total_tokens"]
+        == sum(s["total_tokens"] for s in stats["splits"].values())
+        == stats["total_words"]
+    )
     assert corpus_stats(str(out), tokenizer=str(tok))["total_tokens"] == stats["total_tokens"]
 
 
@@ -193,11 +327,16 @@ def test_token_counts_with_a_tokenizer(workshop_corpus: Path, tmp_path: Path, da
         (["--split", "0.9,0.3,0.02"], "sum to 1.22"),
         (["--split", "0.9,x"], "not a number"),
         (["--format", "parquet", "--compression", "gzip"], "--compression applies to jsonl"),
-        (["--schema", "missing.yaml", "--split", "2,1"], "schema file 'missing.yaml' does not exist.*gives record counts"),
+        (
+            ["--schema", "missing.yaml", "--split", "2,1"],
+            "schema file 'missing.yaml' does not exist.*gives record counts",
+        ),
         (["--set", "novalue"], "not PATH=VALUE"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line_and_write_nothing(workshop_corpus: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(
+    workshop_corpus: Path, tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
     out = tmp_path / "out"
     assert main(["corpus", str(workshop_corpus), "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
@@ -205,17 +344,23 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(workshop_corpus: P
     assert not out.exists()
 
 
-def test_missing_input_and_taken_output_exit_2(workshop_corpus: Path, tmp_path: Path, capsys) -> None:
+def test_missing_input_and_taken_output_exit_2(
+    workshop_corpus: Path, tmp_path: Path, capsys
+) -> None:
     assert main(["corpus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "o").exists()
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     assert main(["corpus", str(workshop_corpus), "--out", str(taken), "--exact-counts"]) == 2
-    assert "--overwrite" in capsys.readouterr().err and [p.name for p in taken.iterdir()] == ["keep.txt"]
+    assert "--overwrite" in capsys.readouterr().err and [p.name for p in taken.iterdir()] == [
+        "keep.txt"
+    ]
 
 
-def test_validate_reports_a_corrupted_export(workshop_corpus: Path, tmp_path: Path, dask_client, capsys) -> None:
+def test_validate_reports_a_corrupted_export(
+    workshop_corpus: Path, tmp_path: Path, dask_client, capsys
+) -> None:
     out = tmp_path / "export"
     export_corpus([str(workshop_corpus)], str(out), client=dask_client, card=False)
     lines = (out / "train.jsonl").read_bytes().split(b"\n")
@@ -236,10 +381,23 @@ def test_validate_reports_a_corrupted_export(workshop_corpus: Path, tmp_path: Pa
     assert "test.jsonl: listed in the manifest but missing" in capsys.readouterr().out
 
 
-def test_strict_exits_1_on_rejects_and_stats_detect_edits(bad_corpus, tmp_path: Path, dask_client, capsys) -> None:
+def test_strict_exits_1_on_rejects_and_stats_detect_edits(
+    bad_corpus, tmp_path: Path, dask_client, capsys
+) -> None:
     root, _ = bad_corpus
     out = tmp_path / "export"
-    assert _cli("corpus", str(root / "p"), "--out", str(out), "--strict", "--no-card", client=dask_client) == 1
+    assert (
+        _cli(
+            "corpus",
+            str(root / "p"),
+            "--out",
+            str(out),
+            "--strict",
+            "--no-card",
+            client=dask_client,
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "--strict" in captured.err and "rejected by reason" in captured.out
     assert (out / "_manifest.json").exists() and (out / "rejects" / "part-00000.jsonl").exists()

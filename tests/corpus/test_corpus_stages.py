@@ -24,13 +24,30 @@ from pipeline.formats.corpus_stats import SplitStats, count_words, length_stats,
 from pipeline.formats.record_checks import validate_record
 from pipeline.formats.schema import MISSING, Schema, load_schema, parse_schema
 
-RECORD = {"text": "Hello world", "title": "T", "url": "https://x", "domain": "News", "quality_prob": "0.87", "word_count": 2.0, "id": 5}
+RECORD = {
+    "text": "Hello world",
+    "title": "T",
+    "url": "https://x",
+    "domain": "News",
+    "quality_prob": "0.87",
+    "word_count": 2.0,
+    "id": 5,
+}
 
 
 # -- schema --------------------------------------------------------------------------------
 def test_default_schema_maps_to_the_training_schema() -> None:
     out = Schema().map_record(RECORD)
-    assert out == {"text": "Hello world", "metadata": {"title": "T", "source_url": "https://x", "domain": "News", "quality_score": 0.87, "word_count": 2}}
+    assert out == {
+        "text": "Hello world",
+        "metadata": {
+            "title": "T",
+            "source_url": "https://x",
+            "domain": "News",
+            "quality_score": 0.87,
+            "word_count": 2,
+        },
+    }
     assert list(out["metadata"]) == ["title", "source_url", "domain", "quality_score", "word_count"]
 
 
@@ -60,9 +77,22 @@ def test_schema_file_renames_nests_drops_sets_static_values_and_types(tmp_path: 
     rec = {"body": "text here", "info": {"lang": "en"}, "score": 1, "secret": "x", "extra": [1]}
     out = schema.map_record(rec)
     assert validate_record(schema, out) is None
-    assert out == {"content": "text here", "meta": {"lang": "en", "score": 1.0, "curation_date": "2024-01-15", "version": 3, "source": "wikipedia"}, "metadata": {"extra": [1]}}
+    assert out == {
+        "content": "text here",
+        "meta": {
+            "lang": "en",
+            "score": 1.0,
+            "curation_date": "2024-01-15",
+            "version": 3,
+            "source": "wikipedia",
+        },
+        "metadata": {"extra": [1]},
+    }
     assert schema.domain_field is None and schema.quality_field == "meta.score"
-    assert validate_record(schema, schema.map_record({"body": "t"})) == ("missing_field:meta.lang", "meta.lang is absent")
+    assert validate_record(schema, schema.map_record({"body": "t"})) == (
+        "missing_field:meta.lang",
+        "meta.lang is absent",
+    )
     assert Schema.from_dict(schema.as_dict()) == schema
 
 
@@ -78,7 +108,13 @@ def test_schema_problems_are_gathered() -> None:
 def test_arrow_schema_nests_metadata() -> None:
     arrow = Schema().arrow_schema()
     assert arrow.names == ["text", "metadata"]
-    assert [f.name for f in arrow.field("metadata").type] == ["title", "source_url", "domain", "quality_score", "word_count"]
+    assert [f.name for f in arrow.field("metadata").type] == [
+        "title",
+        "source_url",
+        "domain",
+        "quality_score",
+        "word_count",
+    ]
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -105,7 +141,10 @@ def test_validation_reasons(record: dict, reason: str | None) -> None:
 
 
 def test_exported_records_must_have_every_field() -> None:
-    rec = {"text": "ok", "metadata": {"title": None, "source_url": None, "domain": None, "quality_score": None}}
+    rec = {
+        "text": "ok",
+        "metadata": {"title": None, "source_url": None, "domain": None, "quality_score": None},
+    }
     assert validate_record(Schema(), rec, exported=True)[0] == "missing_field:metadata.word_count"
     rec["metadata"]["word_count"] = None
     assert validate_record(Schema(), rec, exported=True) is None
@@ -181,10 +220,20 @@ def test_exact_boundaries_cut_the_global_ranking(hashes: list[int], files: int) 
 
 # -- statistics ----------------------------------------------------------------------------
 def test_word_counts_match_str_split() -> None:
-    texts = ["one two  three", " lead and trail ", "tabs\tand\nnewlines", "x", "naïve café 日本", "a" * 20]
+    texts = [
+        "one two  three",
+        " lead and trail ",
+        "tabs\tand\nnewlines",
+        "x",
+        "naïve café 日本",
+        "a" * 20,
+    ]
     buffer, offsets, _ = hashing.pack_keys([t.encode() for t in texts])
     assert count_words(buffer, offsets[:-1] * 8).tolist() == [len(t.split()) for t in texts]
-    assert words_and_bytes(texts) == (sum(len(t.split()) for t in texts), sum(len(t.encode()) for t in texts))
+    assert words_and_bytes(texts) == (
+        sum(len(t.split()) for t in texts),
+        sum(len(t.encode()) for t in texts),
+    )
 
 
 def test_split_stats_merge_and_round_trip() -> None:
@@ -200,4 +249,10 @@ def test_split_stats_merge_and_round_trip() -> None:
 
 def test_length_stats_are_exact_percentiles() -> None:
     stats = length_stats(Counter(range(1, 101)))
-    assert (stats["min"], stats["max"], stats["median"], stats["p95"], stats["mean"]) == (1, 100, 50, 95, 50.5)
+    assert (stats["min"], stats["max"], stats["median"], stats["p95"], stats["mean"]) == (
+        1,
+        100,
+        50,
+        95,
+        50.5,
+    )

@@ -23,7 +23,9 @@ from pipeline.formats.indexed_dataset import IndexedDataset
 BAD_LINES = ['{"title": "no text"}', '{"text": ""}', "not json", '{"text": 42}']
 
 
-def write_corpus(directory: Path, texts: list[str], *, files: int = 3, parquet: bool = True) -> list[str]:
+def write_corpus(
+    directory: Path, texts: list[str], *, files: int = 3, parquet: bool = True
+) -> list[str]:
     """JSONL files (with invalid lines) and a Parquet file; returns the texts in input order.
 
     Files are read in sorted name order, so the returned list is the expected document order.
@@ -63,7 +65,14 @@ def test_megatron_core_reads_every_document(tmp_path, corpus, byte_bpe_tokenizer
     directory, texts = corpus
     tok = AutoTokenizer.from_pretrained(str(byte_bpe_tokenizer_path))
     prefix = tmp_path / "out" / "ds"
-    summary = encode_corpus([str(directory)], prefix, tokenizer=byte_bpe_tokenizer_path, append_eod=True, partition_bytes=16 << 10, client=dask_client)
+    summary = encode_corpus(
+        [str(directory)],
+        prefix,
+        tokenizer=byte_bpe_tokenizer_path,
+        append_eod=True,
+        partition_bytes=16 << 10,
+        client=dask_client,
+    )
     assert summary["shards"] > 4  # several partitions per file: the merge has work to do
     ds = megatron_dataset(prefix)
     assert len(ds) == len(texts) == summary["documents"]
@@ -77,26 +86,53 @@ def test_megatron_core_reads_every_document(tmp_path, corpus, byte_bpe_tokenizer
     assert np.array_equal(ours.sizes, ds.sequence_lengths) and ours.dtype == np.uint16
 
     manifest = json.loads((tmp_path / "out" / "ds.manifest.json").read_text())
-    bad = {"missing_field": 3 + 1, "empty_text": 3, "invalid_json": 3, "not_text": 3}  # +1: Parquet null
+    # +1: Parquet null
+    bad = {"missing_field": 3 + 1, "empty_text": 3, "invalid_json": 3, "not_text": 3}
     assert manifest["totals"]["rejected"] == dict(sorted(bad.items()))
     assert manifest["totals"]["records"] == len(texts) + sum(bad.values())
     assert manifest["totals"]["dtype"] == "uint16"
     assert manifest["totals"]["tokenizer"]["name"] == "byte_bpe"
     assert manifest["totals"]["tokenizer"]["vocab_size"] == len(tok)
-    rejects = [json.loads(line) for line in (tmp_path / "out" / "ds.rejects.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "ds.rejects.jsonl").read_text().splitlines()
+    ]
     assert len(rejects) == sum(bad.values()) and {r["reason"] for r in rejects} == set(bad)
     assert all(r["file"] and r["offset"] is not None for r in rejects)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ds.bin", "ds.idx", "ds.manifest.json", "ds.rejects.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ds.bin",
+        "ds.idx",
+        "ds.manifest.json",
+        "ds.rejects.jsonl",
+    ]
 
 
-def test_one_and_two_workers_write_identical_bytes(tmp_path, corpus, byte_bpe_tokenizer_path, dask_client, dask_client_1worker):  # noqa: F811
+def test_one_and_two_workers_write_identical_bytes(
+    tmp_path,
+    corpus,
+    byte_bpe_tokenizer_path,  # noqa: F811
+    dask_client,
+    dask_client_1worker,
+):
     directory, _ = corpus
     outputs = []
     for name, client in (("one", dask_client_1worker), ("two", dask_client)):
         prefix = tmp_path / name / "ds"
-        encode_corpus(str(directory), prefix, tokenizer=byte_bpe_tokenizer_path, append_eod=True, add_bos=True, partition_bytes=8 << 10, client=client)
+        encode_corpus(
+            str(directory),
+            prefix,
+            tokenizer=byte_bpe_tokenizer_path,
+            append_eod=True,
+            add_bos=True,
+            partition_bytes=8 << 10,
+            client=client,
+        )
         outputs.append({p.name: p.read_bytes() for p in (tmp_path / name).iterdir()})
-    assert outputs[0].keys() == outputs[1].keys() == {"ds.bin", "ds.idx", "ds.rejects.jsonl", "ds.manifest.json"}
+    assert (
+        outputs[0].keys()
+        == outputs[1].keys()
+        == {"ds.bin", "ds.idx", "ds.rejects.jsonl", "ds.manifest.json"}
+    )
     assert outputs[0] == outputs[1]
 
 
@@ -104,30 +140,60 @@ def test_npz_shards(tmp_path, corpus, byte_bpe_tokenizer_path, dask_client):  # 
     directory, texts = corpus
     tok = AutoTokenizer.from_pretrained(str(byte_bpe_tokenizer_path))
     out = tmp_path / "npz"
-    summary = encode_corpus(str(directory), out, tokenizer=byte_bpe_tokenizer_path, append_eod=True, format="npz", partition_bytes=32 << 10, client=dask_client)
+    summary = encode_corpus(
+        str(directory),
+        out,
+        tokenizer=byte_bpe_tokenizer_path,
+        append_eod=True,
+        format="npz",
+        partition_bytes=32 << 10,
+        client=dask_client,
+    )
     parts = sorted(out.glob("part-*.npz"))
     assert len(parts) == summary["shards"] and (out / "_manifest.json").exists()
     docs: list[list[int]] = []
     for path in parts:
         with np.load(path, allow_pickle=False) as z:
-            assert set(z.files) == {"tokens", "offsets", "metadata"} and z["tokens"].dtype == np.uint16
+            assert (
+                set(z.files) == {"tokens", "offsets", "metadata"} and z["tokens"].dtype == np.uint16
+            )
             meta = json.loads(str(z["metadata"]))
             assert meta["tokenizer"] == "byte_bpe" and meta["vocab_size"] == len(tok)
             t, o = z["tokens"], z["offsets"]
             docs.extend(t[o[i] : o[i + 1]].tolist() for i in range(len(o) - 1))
     assert docs == [tok(text)["input_ids"] + [tok.eos_token_id] for text in texts]
-    assert sorted(p.name for p in (out / "rejects").iterdir())  # rejects kept per part, as a corpus export
+    # rejects kept per part, as a corpus export
+    assert sorted(p.name for p in (out / "rejects").iterdir())
     again = tmp_path / "npz2"
-    encode_corpus(str(directory), again, tokenizer=byte_bpe_tokenizer_path, append_eod=True, format="npz", partition_bytes=32 << 10, client=dask_client, overwrite=True)
-    assert all(p.read_bytes() == (again / p.name).read_bytes() for p in parts)  # no timestamps inside
+    encode_corpus(
+        str(directory),
+        again,
+        tokenizer=byte_bpe_tokenizer_path,
+        append_eod=True,
+        format="npz",
+        partition_bytes=32 << 10,
+        client=dask_client,
+        overwrite=True,
+    )
+    # no timestamps inside
+    assert all(p.read_bytes() == (again / p.name).read_bytes() for p in parts)
 
 
 def test_wide_vocabulary_is_int32(tmp_path, dask_client):
     tokenizer = wide_tokenizer(tmp_path / "wide")
-    texts = [" ".join(f"w{(i * 7919 + j * 104729) % 69998}" for j in range(i % 40 + 1)) for i in range(500)]
+    texts = [
+        " ".join(f"w{(i * 7919 + j * 104729) % 69998}" for j in range(i % 40 + 1))
+        for i in range(500)
+    ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     prefix = tmp_path / "wide_ds"
-    encode_corpus(str(tmp_path / "in.jsonl"), prefix, tokenizer=tokenizer, client=dask_client, partition_bytes=4096)
+    encode_corpus(
+        str(tmp_path / "in.jsonl"),
+        prefix,
+        tokenizer=tokenizer,
+        client=dask_client,
+        partition_bytes=4096,
+    )
     ds = megatron_dataset(prefix)
     assert ds.index.dtype == np.int32
     tok = AutoTokenizer.from_pretrained(str(tokenizer))
@@ -135,13 +201,24 @@ def test_wide_vocabulary_is_int32(tmp_path, dask_client):
     assert max(int(ds[i].max()) for i in range(len(texts))) > 65535
 
 
-def test_existing_output_overwrite_and_resume(tmp_path, corpus, byte_bpe_tokenizer_path, dask_client, monkeypatch):  # noqa: F811
+def test_existing_output_overwrite_and_resume(
+    tmp_path,
+    corpus,
+    byte_bpe_tokenizer_path,  # noqa: F811
+    dask_client,
+    monkeypatch,
+):
     directory, _ = corpus
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for p in directory.glob("*.jsonl"):
         (inputs / p.name).write_bytes(p.read_bytes())
-    args = dict(tokenizer=byte_bpe_tokenizer_path, append_eod=True, partition_bytes=16 << 10, client=dask_client)
+    args = dict(
+        tokenizer=byte_bpe_tokenizer_path,
+        append_eod=True,
+        partition_bytes=16 << 10,
+        client=dask_client,
+    )
     reference = tmp_path / "ref" / "ds"
     encode_corpus(str(inputs), reference, **args)
     expected = {p.name: p.read_bytes() for p in reference.parent.iterdir()}
@@ -199,7 +276,18 @@ def test_existing_output_overwrite_and_resume(tmp_path, corpus, byte_bpe_tokeniz
 
 def test_everything_rejected_gives_an_empty_dataset(tmp_path, byte_bpe_tokenizer_path, dask_client):  # noqa: F811
     (tmp_path / "in.jsonl").write_text('{"text": ""}\n{"x": 1}\n')
-    summary = encode_corpus(str(tmp_path / "in.jsonl"), tmp_path / "ds", tokenizer=byte_bpe_tokenizer_path, client=dask_client)
-    assert summary["documents"] == 0 and summary["rejected"] == {"empty_text": 1, "missing_field": 1}
+    summary = encode_corpus(
+        str(tmp_path / "in.jsonl"),
+        tmp_path / "ds",
+        tokenizer=byte_bpe_tokenizer_path,
+        client=dask_client,
+    )
+    assert summary["documents"] == 0 and summary["rejected"] == {
+        "empty_text": 1,
+        "missing_field": 1,
+    }
     # megatron-core cannot memory-map an empty .bin (its own tools write the same file).
-    assert IndexedDataset(str(tmp_path / "ds")).num_documents == 0 and (tmp_path / "ds.bin").stat().st_size == 0
+    assert (
+        IndexedDataset(str(tmp_path / "ds")).num_documents == 0
+        and (tmp_path / "ds.bin").stat().st_size == 0
+    )

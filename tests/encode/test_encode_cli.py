@@ -28,11 +28,21 @@ def _error_line(capsys) -> str:
         ("eod without eos", "no eos token.*--eod-id"),
     ],
 )
-def test_user_errors_exit_2_with_one_line_and_write_nothing(case, message, tmp_path, capsys, byte_bpe_tokenizer_path):  # noqa: F811
+def test_user_errors_exit_2_with_one_line_and_write_nothing(
+    case,
+    message,
+    tmp_path,
+    capsys,
+    byte_bpe_tokenizer_path,  # noqa: F811
+):
     (tmp_path / "in.jsonl").write_text('{"text": "hello"}\n')
     out = tmp_path / "out"
     out.mkdir()
-    tokenizer, inputs, prefix = str(byte_bpe_tokenizer_path), [str(tmp_path / "in.jsonl")], str(out / "ds")
+    tokenizer, inputs, prefix = (
+        str(byte_bpe_tokenizer_path),
+        [str(tmp_path / "in.jsonl")],
+        str(out / "ds"),
+    )
     extra: list[str] = []
     if case == "missing tokenizer":
         tokenizer = str(tmp_path / "no-such-tokenizer")
@@ -45,7 +55,9 @@ def test_user_errors_exit_2_with_one_line_and_write_nothing(case, message, tmp_p
     elif case == "eod without eos":
         from tokenizers import Tokenizer, models
 
-        Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "bare.json"))
+        Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(
+            str(tmp_path / "bare.json")
+        )
         tokenizer, extra = str(tmp_path / "bare.json"), ["--append-eod"]
     before = sorted(p.name for p in out.iterdir())
     # No cluster flag: every check runs before an embedded cluster would start.
@@ -60,14 +72,41 @@ def test_round_trip_text_tokens_text(tmp_path, capsys, byte_bpe_tokenizer_path, 
     cluster = ["--scheduler", dask_client.scheduler.address]
     prefix = str(tmp_path / "data" / "ds")
     tokenizer = str(byte_bpe_tokenizer_path)
-    encode = ["encode", str(tmp_path / "corpus"), "--tokenizer", tokenizer, "--out", prefix, "--append-eod", "--partition-size", "8KiB", *cluster]
+    encode = [
+        "encode",
+        str(tmp_path / "corpus"),
+        "--tokenizer",
+        tokenizer,
+        "--out",
+        prefix,
+        "--append-eod",
+        "--partition-size",
+        "8KiB",
+        *cluster,
+    ]
     assert main(encode) == 0
     summary = capsys.readouterr().err
     assert f"documents  {len(texts):,}" in summary and "uint16" in summary
     assert main([*encode, "--resume", "--strict"]) == 1  # finished run re-used; rejects + --strict
 
     out = tmp_path / "texts.jsonl"
-    rc = main(["tokens", prefix, "--documents", f"0:{len(texts)}", "--text", "--tokenizer", tokenizer, "--skip-special-tokens", "--format", "jsonl", "--out", str(out), *cluster])
+    rc = main(
+        [
+            "tokens",
+            prefix,
+            "--documents",
+            f"0:{len(texts)}",
+            "--text",
+            "--tokenizer",
+            tokenizer,
+            "--skip-special-tokens",
+            "--format",
+            "jsonl",
+            "--out",
+            str(out),
+            *cluster,
+        ]
+    )
     assert rc == 0
     back = [json.loads(line)["content"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert back == texts  # byte-level BPE: decode(encode(text)) is the text, document by document

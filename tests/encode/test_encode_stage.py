@@ -26,12 +26,21 @@ def _documents(part: ts.TokenizedPartition) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("which", ["byte_bpe", "sentencepiece"])
-def test_documents_equal_tokenizer_call(which, byte_bpe_tokenizer_path, sentencepiece_tokenizer_path):  # noqa: F811
+def test_documents_equal_tokenizer_call(
+    which,
+    byte_bpe_tokenizer_path,  # noqa: F811
+    sentencepiece_tokenizer_path,  # noqa: F811
+):
     path = byte_bpe_tokenizer_path if which == "byte_bpe" else sentencepiece_tokenizer_path
     tok = AutoTokenizer.from_pretrained(str(path))
     payload = load_tokenizer(path)
     # Special-token text, added tokens and odd whitespace all go through the same Rust call.
-    texts = multilingual_text(400, seed=11) + ["<|endoftext|> a <s> b </s>", "x" * 5000, " lead", "日本語テキスト"]
+    texts = multilingual_text(400, seed=11) + [
+        "<|endoftext|> a <s> b </s>",
+        "x" * 5000,
+        " lead",
+        "日本語テキスト",
+    ]
     options = ts.encode_options(payload, append_eod=True)
     part = ts.tokenize_records([{"text": t} for t in texts], payload, options, np.int32)
     assert part.rejects == [] and part.documents == len(texts)
@@ -45,7 +54,9 @@ def test_small_batches_give_the_same_tokens(byte_bpe_tokenizer_path, monkeypatch
     whole = ts.tokenize_records(records, payload, options, np.uint16)
     monkeypatch.setattr(ts, "BATCH_DOCS", 7)
     batched = ts.tokenize_records(records, payload, options, np.uint16)
-    assert np.array_equal(whole.tokens, batched.tokens) and np.array_equal(whole.offsets, batched.offsets)
+    assert np.array_equal(whole.tokens, batched.tokens) and np.array_equal(
+        whole.offsets, batched.offsets
+    )
     assert whole.tokens.dtype == np.uint16
 
 
@@ -67,7 +78,9 @@ def test_no_second_bos_when_the_tokenizer_adds_one(tmp_path, sentencepiece_token
     raw = json.loads((sentencepiece_tokenizer_path / "tokenizer.json").read_text())
     backend = Tokenizer.from_str(json.dumps(raw))
     bos = backend.token_to_id("<s>")
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
     target = tmp_path / "llama_like"
     target.mkdir()
     backend.save(str(target / "tokenizer.json"))
@@ -84,10 +97,24 @@ def test_no_second_bos_when_the_tokenizer_adds_one(tmp_path, sentencepiece_token
 
 def test_rejects_by_reason_in_input_order(byte_bpe_tokenizer_path):  # noqa: F811
     payload = load_tokenizer(byte_bpe_tokenizer_path)
-    records = [{"text": "ok"}, {"title": "no text"}, {"text": ""}, {"text": "  \n"}, {"text": 3}, {"text": None}, {"text": "fine"}]
+    records = [
+        {"text": "ok"},
+        {"title": "no text"},
+        {"text": ""},
+        {"text": "  \n"},
+        {"text": 3},
+        {"text": None},
+        {"text": "fine"},
+    ]
     part = ts.tokenize_records(records, payload, ts.encode_options(payload), np.int32)
     assert part.documents == 2
-    assert [r["reason"] for r in part.rejects] == ["missing_field", "empty_text", "empty_text", "not_text", "missing_field"]
+    assert [r["reason"] for r in part.rejects] == [
+        "missing_field",
+        "empty_text",
+        "empty_text",
+        "not_text",
+        "missing_field",
+    ]
     assert part.rejected == {"empty_text": 2, "missing_field": 2, "not_text": 1}
     assert json.loads(part.rejects[0]["raw"]) == {"title": "no text"}
 
@@ -135,10 +162,15 @@ def wide_tokenizer(directory: Path, vocab_size: int = 70000) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(vocab_size - 2)} | {"[UNK]": vocab_size - 2, "</s>": vocab_size - 1}
+    vocab = {f"w{i}": i for i in range(vocab_size - 2)} | {
+        "[UNK]": vocab_size - 2,
+        "</s>": vocab_size - 1,
+    }
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>").save_pretrained(str(directory))
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>"
+    ).save_pretrained(str(directory))
     return directory
 
 

@@ -54,13 +54,17 @@ def test_every_line_read_once_whatever_the_range_size(tmp_path: Path, target: in
     assert all(r.line == r["i"] + 1 for r in read_partition_data(first).records)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     lengths=st.lists(st.integers(min_value=0, max_value=30), min_size=0, max_size=25),
     target=st.integers(min_value=1, max_value=80),
     trailing=st.booleans(),
 )
-def test_byte_ranges_partition_lines_exactly(tmp_path: Path, lengths: list[int], target: int, trailing: bool) -> None:
+def test_byte_ranges_partition_lines_exactly(
+    tmp_path: Path, lengths: list[int], target: int, trailing: bool
+) -> None:
     lines = [orjson.dumps({"n": i, "t": "é" * n}) if n % 5 else b"" for i, n in enumerate(lengths)]
     path = _lines_file(tmp_path / "h.jsonl", lines, trailing)
     if not path.stat().st_size:
@@ -75,11 +79,23 @@ def test_byte_ranges_partition_lines_exactly(tmp_path: Path, lengths: list[int],
 
 def test_bad_lines_become_rejects_with_reason_and_position(tmp_path: Path) -> None:
     good = orjson.dumps({"text": "ok"})
-    lines = [good, b'{"text": "cut', b'{"text": "caf\xc3"}', b'{"text": "\\ud800"}', b"[1, 2]", good]
+    lines = [
+        good,
+        b'{"text": "cut',
+        b'{"text": "caf\xc3"}',
+        b'{"text": "\\ud800"}',
+        b"[1, 2]",
+        good,
+    ]
     path = _lines_file(tmp_path / "bad.jsonl", lines)
     records, rejects = read_partition(plan_partitions([str(path)])[0])
     assert len(records) == 2
-    assert [(r["reason"], r["line"]) for r in rejects] == [("invalid_json", 2), ("invalid_utf8", 3), ("invalid_unicode", 4), ("not_an_object", 5)]
+    assert [(r["reason"], r["line"]) for r in rejects] == [
+        ("invalid_json", 2),
+        ("invalid_utf8", 3),
+        ("invalid_unicode", 4),
+        ("not_an_object", 5),
+    ]
     assert rejects[1]["raw"] == '{"text": "caf\\xc3"}'  # undecodable bytes stay visible
     assert all(r["file"] == str(path) and r["offset"] is not None for r in rejects)
 
@@ -118,15 +134,25 @@ def test_inputs_sorted_deduplicated_and_hidden_files_skipped(tmp_path: Path) -> 
     for name in ("b.jsonl", "a.jsonl", "sub/c.jsonl", ".hidden/d.jsonl", "_tmp.jsonl", "notes.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b'{"text": "x"}\n')
-    parts = plan_partitions([str(tmp_path / "b.jsonl"), str(tmp_path), str(tmp_path / "[ab].jsonl")])
-    assert [Path(p.path).relative_to(tmp_path).as_posix() for p in parts] == ["a.jsonl", "b.jsonl", "sub/c.jsonl"]
+    parts = plan_partitions(
+        [str(tmp_path / "b.jsonl"), str(tmp_path), str(tmp_path / "[ab].jsonl")]
+    )
+    assert [Path(p.path).relative_to(tmp_path).as_posix() for p in parts] == [
+        "a.jsonl",
+        "b.jsonl",
+        "sub/c.jsonl",
+    ]
     assert [p.index for p in parts] == [0, 1, 2]
 
 
 def test_input_problems_are_gathered_in_one_error(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(UserError, match=r"missing\.jsonl.*does not exist.*x\.csv.*not a known file type.*nothing\*"):
-        plan_partitions([str(tmp_path / "missing.jsonl"), str(tmp_path / "x.csv"), str(tmp_path / "nothing*")])
+    with pytest.raises(
+        UserError, match=r"missing\.jsonl.*does not exist.*x\.csv.*not a known file type.*nothing\*"
+    ):
+        plan_partitions(
+            [str(tmp_path / "missing.jsonl"), str(tmp_path / "x.csv"), str(tmp_path / "nothing*")]
+        )
 
 
 def test_records_pickle_with_their_position() -> None:

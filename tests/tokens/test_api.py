@@ -32,7 +32,15 @@ def prefix(tmp_path_factory, byte_bpe_tokenizer_path) -> str:  # noqa: F811
 @pytest.fixture()
 def manager(prefix, dask_client, tmp_path) -> DatasetManager:
     m = DatasetManager(client=dask_client)
-    m.setup_edit_inspect_sample_export(prefix, str(tmp_path / "index" / "ds"), ITERS, BATCH, SEQ_LEN, SEED, splits_string="969,30,1")
+    m.setup_edit_inspect_sample_export(
+        prefix,
+        str(tmp_path / "index" / "ds"),
+        ITERS,
+        BATCH,
+        SEQ_LEN,
+        SEED,
+        splits_string="969,30,1",
+    )
     return m
 
 
@@ -50,7 +58,9 @@ def test_six_methods_with_tokensmith_defaults(manager, tokenizer, tmp_path):
     ex.export_sequences([4, 2], str(tmp_path / "s.jsonl"), tokenizer=tokenizer)
     ex.export_sequence_range(3, 9, str(tmp_path / "r.jsonl"), tokenizer=tokenizer)
     ex.export_batches([1, 3], BATCH, str(tmp_path / "b.jsonl"), tokenizer=tokenizer)
-    ex.export_batch_range(0, 2, BATCH, str(tmp_path / "br.jsonl"), tokenizer=tokenizer, flatten_batches=True)
+    ex.export_batch_range(
+        0, 2, BATCH, str(tmp_path / "br.jsonl"), tokenizer=tokenizer, flatten_batches=True
+    )
     ex.export_dataset_range(10, 30, str(tmp_path / "dr.jsonl"), tokenizer=tokenizer, chunk_size=7)
     ex.export_entire_dataset(str(tmp_path / "all.jsonl"), tokenizer=tokenizer, chunk_size=50)
     assert [r["index"] for r in _lines(tmp_path / "s.jsonl")] == [4, 2]
@@ -62,7 +72,9 @@ def test_six_methods_with_tokensmith_defaults(manager, tokenizer, tmp_path):
     assert [r["index"] for r in _lines(tmp_path / "dr.jsonl")] == list(range(10, 30))
     everything = _lines(tmp_path / "all.jsonl")
     assert len(everything) == len(manager.order)
-    texts = manager.sample.get_samples_by_indices([4, 2], return_detokenized=True, tokenizer=tokenizer)
+    texts = manager.sample.get_samples_by_indices(
+        [4, 2], return_detokenized=True, tokenizer=tokenizer
+    )
     assert [r["content"] for r in _lines(tmp_path / "s.jsonl")] == texts
     windows = manager.sample.get_samples_by_indices([4, 2])
     assert texts == [tokenizer.decode(w.tolist()) for w in windows]
@@ -72,11 +84,18 @@ def test_tokensmith_failures_done_right(manager, tokenizer, tmp_path, monkeypatc
     ex = manager.export
     # raw tokens, in every format
     for fmt in ("jsonl", "csv", "npz", "parquet"):
-        ex.export_sequences([0, 1], str(tmp_path / f"raw.{fmt}"), format_type=fmt, return_detokenized=False)
+        ex.export_sequences(
+            [0, 1], str(tmp_path / f"raw.{fmt}"), format_type=fmt, return_detokenized=False
+        )
         assert (tmp_path / f"raw.{fmt}").stat().st_size > 0
-    assert _lines(tmp_path / "raw.jsonl")[0]["content"] == manager.sample.get_samples_by_indices([0])[0].tolist()
+    assert (
+        _lines(tmp_path / "raw.jsonl")[0]["content"]
+        == manager.sample.get_samples_by_indices([0])[0].tolist()
+    )
     # doc_details in JSONL (TokenSmith: numpy ints are not JSON serializable)
-    ex.export_sequences([5], str(tmp_path / "d.jsonl"), tokenizer=tokenizer, include_doc_details=True)
+    ex.export_sequences(
+        [5], str(tmp_path / "d.jsonl"), tokenizer=tokenizer, include_doc_details=True
+    )
     details = _lines(tmp_path / "d.jsonl")[0]["doc_details"]
     assert details == manager.inspect.inspect_sample_by_id(5, return_doc_details=True)[1]
     # a bare file name as output_path
@@ -89,8 +108,14 @@ def test_tokensmith_failures_done_right(manager, tokenizer, tmp_path, monkeypatc
         ex.export_sequence_range(0, n + 5, str(tmp_path / "beyond.jsonl"), tokenizer=tokenizer)
     assert not (tmp_path / "beyond.jsonl").exists()
     # index is the true sample id, in CSV too
-    ex.export_sequence_range(7, 10, str(tmp_path / "ids.csv"), format_type="csv", tokenizer=tokenizer)
-    assert [int(r["index"]) for r in csv.DictReader(open(tmp_path / "ids.csv", newline=""))] == [7, 8, 9]
+    ex.export_sequence_range(
+        7, 10, str(tmp_path / "ids.csv"), format_type="csv", tokenizer=tokenizer
+    )
+    assert [int(r["index"]) for r in csv.DictReader(open(tmp_path / "ids.csv", newline=""))] == [
+        7,
+        8,
+        9,
+    ]
     with pytest.raises(ValueError, match="tokenizer must be provided"):
         ex.export_sequences([1], str(tmp_path / "x.jsonl"))
 
@@ -110,7 +135,9 @@ def test_sample_and_inspect_handlers(manager, tokenizer):
 
 
 def test_manifest_parameters_record_the_run(manager, tokenizer, tmp_path):
-    manager.export.export_batch_range(0, 2, BATCH, str(tmp_path / "dir"), format_type="parquet", return_detokenized=False)
+    manager.export.export_batch_range(
+        0, 2, BATCH, str(tmp_path / "dir"), format_type="parquet", return_detokenized=False
+    )
     manifest = json.loads((tmp_path / "dir" / "_manifest.json").read_text())
     assert manifest["parameters"]["run"]["seq_len"] == SEQ_LEN
     assert manifest["totals"]["records"] == 2 * BATCH

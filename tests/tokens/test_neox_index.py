@@ -26,7 +26,8 @@ from pipeline.tokens.neox_index import (
     split_doc_bounds,
 )
 
-GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "neox"  # shared/ lies beside the clone
+# shared/ lies beside the clone
+GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "neox"
 CASES = sorted(GOLDEN.glob("case*")) if GOLDEN.is_dir() else []
 pytestmark = pytest.mark.skipif(not CASES, reason="golden GPT-NeoX data not found")
 
@@ -57,7 +58,10 @@ def _copy_dataset(folder: Path, into: Path) -> IndexedDataset:
 # -- golden: GPT-NeoX's own files ---------------------------------------------------------------
 def test_golden_params(case: tuple[Path, dict]) -> None:
     folder, p = case
-    assert neox_num_samples(p["train_iters"], p["batch_size"], p["eval_interval"], p["eval_iters"]) == p["num_samples"]
+    assert (
+        neox_num_samples(p["train_iters"], p["batch_size"], p["eval_interval"], p["eval_iters"])
+        == p["num_samples"]
+    )
     assert split_doc_bounds(p["splits"], p["n_documents"]) == p["split_doc_bounds"]
 
 
@@ -69,21 +73,37 @@ def test_golden_rebuild_in_empty_folder(case: tuple[Path, dict], tmp_path: Path)
         n = p["num_samples"][split]
         if split in p["index_files"]:
             order = neox_sample_order(ds, split=split, num_samples=n, **kw)
-            names = neox_index_filenames("ds", split, n, kw["seq_len"], kw["seed"], kw["packing"], kw["allow_chopped"], kw["version"])
+            names = neox_index_filenames(
+                "ds",
+                split,
+                n,
+                kw["seq_len"],
+                kw["seed"],
+                kw["packing"],
+                kw["allow_chopped"],
+                kw["version"],
+            )
             assert names == p["index_files"][split]
-            for kind, array in zip(KINDS, (order.doc_idx, order.sample_idx, order.shuffle_idx), strict=True):
+            for kind, array in zip(
+                KINDS, (order.doc_idx, order.sample_idx, order.shuffle_idx), strict=True
+            ):
                 golden = np.load(folder / "index" / names[kind])
                 assert (array.dtype, array.shape) == (golden.dtype, golden.shape), kind
                 np.testing.assert_array_equal(array, golden)
                 # np.save of the same array: the cache files are byte-identical to GPT-NeoX's.
-                assert (tmp_path / names[kind]).read_bytes() == (folder / "index" / names[kind]).read_bytes()
+                assert (tmp_path / names[kind]).read_bytes() == (
+                    folder / "index" / names[kind]
+                ).read_bytes()
             assert len(order) == p["len_dataset"][split]
         elif p["len_dataset"][split] is None:
             assert build_neox_arrays(ds.sizes, split=split, num_samples=n, **kw) is None
             with pytest.raises(UserError, match=f"split '{split}' has no documents with splits"):
                 neox_sample_order(ds, split=split, num_samples=n, **kw)
         else:
-            assert len(neox_sample_order(ds, split=split, num_samples=n, save=False, **kw)) == p["len_dataset"][split]
+            assert (
+                len(neox_sample_order(ds, split=split, num_samples=n, save=False, **kw))
+                == p["len_dataset"][split]
+            )
     written = sorted(f.name for f in tmp_path.glob("*.npy"))
     assert written == sorted(name for files in p["index_files"].values() for name in files.values())
 
@@ -100,7 +120,13 @@ def _check_windows(folder: Path, ds: IndexedDataset, order) -> None:
 def test_golden_windows_of_rebuilt_index(case: tuple[Path, dict], tmp_path: Path) -> None:
     folder, p = case
     ds = IndexedDataset(str(folder / "ds"))
-    order = neox_sample_order(ds, num_samples=p["num_samples"]["train"], index_prefix=str(tmp_path / "ds"), save=False, **_settings(p))
+    order = neox_sample_order(
+        ds,
+        num_samples=p["num_samples"]["train"],
+        index_prefix=str(tmp_path / "ds"),
+        save=False,
+        **_settings(p),
+    )
     assert not list(tmp_path.iterdir())  # save=False writes nothing
     _check_windows(folder, ds, order)
 
@@ -110,7 +136,13 @@ def test_golden_cached_files_are_loaded(case: tuple[Path, dict], prefix: str) ->
     folder, p = case
     ds = IndexedDataset(str(folder / "ds"))
     kw = {**_settings(p), "version": "auto"}  # current names first, then the v1.0 names
-    order = neox_sample_order(ds, num_samples=p["num_samples"]["train"], index_prefix=f"{folder}/{prefix}", save=False, **kw)
+    order = neox_sample_order(
+        ds,
+        num_samples=p["num_samples"]["train"],
+        index_prefix=f"{folder}/{prefix}",
+        save=False,
+        **kw,
+    )
     assert isinstance(order.sample_idx, np.memmap)  # loaded, not rebuilt
     _check_windows(folder, ds, order)
 
@@ -200,11 +232,22 @@ def _ref_pack_until_overflow(sizes, n_docs, num_samples, seq_len, seed, allow_ch
     seed=st.integers(0, 2**32 - 1),
     mode=st.sampled_from(["head", "v1.0", "overflow", "overflow-no-chop"]),
 )
-def test_builders_match_reference_loops(sizes, splits, split, num_samples, seq_len, seed, mode) -> None:
+def test_builders_match_reference_loops(
+    sizes, splits, split, num_samples, seq_len, seed, mode
+) -> None:
     sizes = np.asarray(sizes, np.int32)
     packing = "packed" if mode in ("head", "v1.0") else "pack_until_overflow"
     allow_chopped = mode != "overflow-no-chop"
-    kw = dict(split=split, splits=splits, num_samples=num_samples, seq_len=seq_len, seed=seed, packing=packing, allow_chopped=allow_chopped, version="v1.0" if mode == "v1.0" else "head")
+    kw = dict(
+        split=split,
+        splits=splits,
+        num_samples=num_samples,
+        seq_len=seq_len,
+        seed=seed,
+        packing=packing,
+        allow_chopped=allow_chopped,
+        version="v1.0" if mode == "v1.0" else "head",
+    )
     bounds = split_doc_bounds(splits, len(sizes))
     start, stop = bounds[SPLITS.index(split)], bounds[SPLITS.index(split) + 1]
     if stop <= start:
@@ -218,7 +261,9 @@ def test_builders_match_reference_loops(sizes, splits, split, num_samples, seq_l
         if packing == "packed":
             want = _ref_packed(sizes, start, stop, num_samples, seq_len, seed, kw["version"])
         else:
-            want = _ref_pack_until_overflow(sizes, stop - start, num_samples, seq_len, seed, allow_chopped)
+            want = _ref_pack_until_overflow(
+                sizes, stop - start, num_samples, seq_len, seed, allow_chopped
+            )
     except IndexError:  # GPT-NeoX itself fails: we say so
         with pytest.raises(UserError, match="GPT-NeoX fails"):
             build_neox_arrays(sizes, **kw)
@@ -234,7 +279,14 @@ def test_builders_match_reference_on_a_larger_corpus(packing: str) -> None:
     rng = np.random.default_rng(5)
     sizes = np.where(rng.random(3000) < 0.1, 0, rng.integers(1, 300, 3000)).astype(np.int32)
     for seed, num_samples in ((0, 4000), (99, 40_000)):  # 1 and ~10 epochs
-        kw = dict(split="train", splits="969,30,1", num_samples=num_samples, seq_len=64, seed=seed, packing=packing)
+        kw = dict(
+            split="train",
+            splits="969,30,1",
+            num_samples=num_samples,
+            seq_len=64,
+            seed=seed,
+            packing=packing,
+        )
         if packing == "packed":
             want = _ref_packed(sizes, 0, 2907, num_samples, 64, seed, "head")
         else:
@@ -295,7 +347,11 @@ def _tiny_dataset(tmp_path: Path, lengths=(5, 0, 9, 3, 12, 7, 1, 4, 8, 6)) -> In
         ({"seq_len": 0}, "seq_len must be"),
         ({"seed": -1}, "seed must be"),
         ({"splits": "x"}, "is not a list of numbers"),
-        ({"split": "valid", "splits": "100,0,0"}, "split 'valid' has no documents with splits '100,0,0'; choose another split or splits string"),
+        (
+            {"split": "valid", "splits": "100,0,0"},
+            "split 'valid' has no documents with splits '100,0,0'; choose another split or splits "
+            "string",
+        ),
     ],
 )
 def test_user_errors(tmp_path: Path, change: dict, match: str) -> None:
@@ -316,7 +372,15 @@ def test_split_without_tokens(tmp_path: Path) -> None:
 def test_pack_until_overflow_where_gpt_neox_fails(tmp_path: Path) -> None:
     ds = _tiny_dataset(tmp_path, lengths=(50, 60))  # nothing fits 5 tokens without chopping
     with pytest.raises(UserError, match="GPT-NeoX fails"):
-        neox_sample_order(ds, splits="100,0,0", num_samples=4, seq_len=4, seed=1, packing="pack_until_overflow", allow_chopped=False)
+        neox_sample_order(
+            ds,
+            splits="100,0,0",
+            num_samples=4,
+            seq_len=4,
+            seed=1,
+            packing="pack_until_overflow",
+            allow_chopped=False,
+        )
 
 
 def test_build_save_then_load(tmp_path: Path) -> None:
@@ -331,16 +395,30 @@ def test_build_save_then_load(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.windows(ds, ids), built.windows(ds, ids))
     # v1.0 names are found by version="auto" and only then
     for kind, name in names.items():
-        (tmp_path / "cache" / name).rename(tmp_path / "cache" / neox_index_filenames("tiny", "train", 30, 4, 3, version="v1.0")[kind])
-    assert isinstance(neox_sample_order(ds, index_prefix=str(tmp_path / "cache/"), save=False, **kw).doc_idx, np.memmap)
-    assert not isinstance(neox_sample_order(ds, index_prefix=str(tmp_path / "cache/"), save=False, version="head", **kw).doc_idx, np.memmap)
+        (tmp_path / "cache" / name).rename(
+            tmp_path
+            / "cache"
+            / neox_index_filenames("tiny", "train", 30, 4, 3, version="v1.0")[kind]
+        )
+    assert isinstance(
+        neox_sample_order(ds, index_prefix=str(tmp_path / "cache/"), save=False, **kw).doc_idx,
+        np.memmap,
+    )
+    assert not isinstance(
+        neox_sample_order(
+            ds, index_prefix=str(tmp_path / "cache/"), save=False, version="head", **kw
+        ).doc_idx,
+        np.memmap,
+    )
 
 
 def test_cache_of_other_parameters_is_rejected(tmp_path: Path) -> None:
     ds = _tiny_dataset(tmp_path)
     kw = {"splits": "100,0,0", "num_samples": 30, "seq_len": 4, "seed": 3}
     names = neox_index_filenames("tiny", "train", 30, 4, 3)
-    other = build_neox_arrays(ds.sizes, split="train", splits="50,50,0", num_samples=30, seq_len=4, seed=3)
+    other = build_neox_arrays(
+        ds.sizes, split="train", splits="50,50,0", num_samples=30, seq_len=4, seed=3
+    )
     for kind, array in zip(KINDS, other, strict=True):
         np.save(tmp_path / names[kind], array)
     with pytest.raises(UserError, match="corrupt or belongs to another dataset"):
@@ -352,11 +430,23 @@ def test_cache_of_other_parameters_is_rejected(tmp_path: Path) -> None:
 
 def test_index_prefix_on_s3(tmp_path: Path, s3_bucket: str, s3_storage_options: dict) -> None:
     ds = _tiny_dataset(tmp_path)
-    kw = {"splits": "100,0,0", "num_samples": 30, "seq_len": 4, "seed": 3, "packing": "pack_until_overflow"}
+    kw = {
+        "splits": "100,0,0",
+        "num_samples": 30,
+        "seq_len": 4,
+        "seed": 3,
+        "packing": "pack_until_overflow",
+    }
     prefix = f"{s3_bucket}/runs/tiny"
     built = neox_sample_order(ds, index_prefix=prefix, storage_options=s3_storage_options, **kw)
-    loaded = neox_sample_order(ds, index_prefix=prefix, storage_options=s3_storage_options, save=False, **kw)
-    for a, b in zip((built.doc_idx, built.sample_idx, built.shuffle_idx), (loaded.doc_idx, loaded.sample_idx, loaded.shuffle_idx), strict=True):
+    loaded = neox_sample_order(
+        ds, index_prefix=prefix, storage_options=s3_storage_options, save=False, **kw
+    )
+    for a, b in zip(
+        (built.doc_idx, built.sample_idx, built.shuffle_idx),
+        (loaded.doc_idx, loaded.sample_idx, loaded.shuffle_idx),
+        strict=True,
+    ):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
 
@@ -365,8 +455,23 @@ def test_unwritable_index_prefix(tmp_path: Path) -> None:
     ds = _tiny_dataset(tmp_path)
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="cannot write the GPT-NeoX index"):
-        neox_sample_order(ds, splits="100,0,0", num_samples=10, seq_len=4, seed=1, index_prefix=str(tmp_path / "file" / "sub" / "tiny"))
-    neox_sample_order(ds, splits="100,0,0", num_samples=10, seq_len=4, seed=1, index_prefix=str(tmp_path / "file" / "sub" / "tiny"), save=False)
+        neox_sample_order(
+            ds,
+            splits="100,0,0",
+            num_samples=10,
+            seq_len=4,
+            seed=1,
+            index_prefix=str(tmp_path / "file" / "sub" / "tiny"),
+        )
+    neox_sample_order(
+        ds,
+        splits="100,0,0",
+        num_samples=10,
+        seq_len=4,
+        seed=1,
+        index_prefix=str(tmp_path / "file" / "sub" / "tiny"),
+        save=False,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
@@ -381,17 +486,34 @@ def test_token_export_equals_golden_windows(case: str, tmp_path: Path, dask_clie
         shutil.copy(folder / f"ds{ext}", tmp_path / f"ds{ext}")
     ids = np.load(folder / "window_ids_train.npy")
     args = [
-        "tokens", str(tmp_path / "ds"), "--seq-len", str(params["seq_len"]), "--seed", str(params["seed"]),
-        "--splits", params["splits"], "--train-iters", str(params["train_iters"]), "--batch-size", str(params["batch_size"]),
-        "--sequences", ",".join(map(str, ids.tolist())), "--doc-details", "--out", str(tmp_path / "w.npz"),
-        "--scheduler", dask_client.scheduler.address,
+        "tokens",
+        str(tmp_path / "ds"),
+        "--seq-len",
+        str(params["seq_len"]),
+        "--seed",
+        str(params["seed"]),
+        "--splits",
+        params["splits"],
+        "--train-iters",
+        str(params["train_iters"]),
+        "--batch-size",
+        str(params["batch_size"]),
+        "--sequences",
+        ",".join(map(str, ids.tolist())),
+        "--doc-details",
+        "--out",
+        str(tmp_path / "w.npz"),
+        "--scheduler",
+        dask_client.scheduler.address,
     ]
     if params["packing_impl"] and params["packing_impl"] != "packed":
         args += ["--packing", params["packing_impl"]]
     assert main(args) == 0
     z = np.load(tmp_path / "w.npz", allow_pickle=False)
     np.testing.assert_array_equal(z["index"], ids)
-    np.testing.assert_array_equal(z["tokens"], np.load(folder / "window_ids_train.npy".replace("window_ids", "windows")))
+    np.testing.assert_array_equal(
+        z["tokens"], np.load(folder / "window_ids_train.npy".replace("window_ids", "windows"))
+    )
     details = json.loads((folder / "doc_details_train.json").read_text())
     for key in ("doc_index_f", "doc_index_l", "offset_f", "offset_l"):
         assert z[key].tolist() == [d[key] for d in details]

@@ -40,7 +40,9 @@ def dataset(tmp_path_factory, byte_bpe_tokenizer_path) -> tuple[str, str]:  # no
 
 
 def _run(prefix: str, **kw) -> TrainingRun:
-    return TrainingRun(seq_len=SEQ_LEN, seed=SEED, train_iters=ITERS, batch_size=BATCH, splits="100,0,0", **kw)
+    return TrainingRun(
+        seq_len=SEQ_LEN, seed=SEED, train_iters=ITERS, batch_size=BATCH, splits="100,0,0", **kw
+    )
 
 
 def _reference(prefix: str, ids) -> np.ndarray:
@@ -71,7 +73,16 @@ SELECTIONS = [
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "npz", "parquet"])
 def test_tokens_every_selection_and_format(dataset, dask_client, tmp_path, kind, value, ids, fmt):
     prefix, _ = dataset
-    spec = TokenExport(prefix=prefix, out=str(tmp_path / "out"), selection_kind=kind, selection_value=value, run=_run(prefix), doc_details=True, format=fmt, chunk_size=16)
+    spec = TokenExport(
+        prefix=prefix,
+        out=str(tmp_path / "out"),
+        selection_kind=kind,
+        selection_value=value,
+        run=_run(prefix),
+        doc_details=True,
+        format=fmt,
+        chunk_size=16,
+    )
     summary = run_token_export(spec, dask_client, progress=False)
     expected = _reference(prefix, ids)
     got_ids, got_tokens, got_batch = [], [], []
@@ -81,7 +92,12 @@ def test_tokens_every_selection_and_format(dataset, dask_client, tmp_path, kind,
                 got_ids.append(r["index"])
                 got_tokens.append(r["content"])
                 got_batch.append(r.get("batch_id"))
-                assert set(r["doc_details"]) == {"doc_index_f", "doc_index_l", "offset_f", "offset_l"}
+                assert set(r["doc_details"]) == {
+                    "doc_index_f",
+                    "doc_index_l",
+                    "offset_f",
+                    "offset_l",
+                }
         elif fmt == "csv":
             rows = list(csv.DictReader(io.StringIO(part.read_text(), newline="")))
             for r in rows:
@@ -113,7 +129,15 @@ def test_tokens_every_selection_and_format(dataset, dask_client, tmp_path, kind,
 def test_text_equals_tokenizer_decode(dataset, dask_client, tmp_path):
     prefix, tok_path = dataset
     tok = AutoTokenizer.from_pretrained(tok_path)
-    spec = TokenExport(prefix=prefix, out=str(tmp_path / "t.jsonl"), selection_kind="all", run=_run(prefix), content="text", tokenizer=tok_path, chunk_size=64)
+    spec = TokenExport(
+        prefix=prefix,
+        out=str(tmp_path / "t.jsonl"),
+        selection_kind="all",
+        run=_run(prefix),
+        content="text",
+        tokenizer=tok_path,
+        chunk_size=64,
+    )
     run_token_export(spec, dask_client, progress=False)
     records = _read_jsonl(tmp_path / "t.jsonl")
     windows = _reference(prefix, [r["index"] for r in records])
@@ -125,7 +149,16 @@ def test_text_equals_tokenizer_decode(dataset, dask_client, tmp_path):
 def test_csv_text_quoting_matches_csv_module(dataset, dask_client, tmp_path):
     prefix, tok_path = dataset
     tok = AutoTokenizer.from_pretrained(tok_path)
-    spec = TokenExport(prefix=prefix, out=str(tmp_path / "t.csv"), selection_kind="sequence_range", selection_value=(0, 40), run=_run(prefix), content="text", tokenizer=tok_path, chunk_size=16)
+    spec = TokenExport(
+        prefix=prefix,
+        out=str(tmp_path / "t.csv"),
+        selection_kind="sequence_range",
+        selection_value=(0, 40),
+        run=_run(prefix),
+        content="text",
+        tokenizer=tok_path,
+        chunk_size=16,
+    )
     run_token_export(spec, dask_client, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "t.csv", newline="", encoding="utf-8")))
     windows = _reference(prefix, range(40))
@@ -136,17 +169,35 @@ def test_nested_batches_jsonl_and_parquet(dataset, dask_client, tmp_path):
     prefix, _ = dataset
     for fmt in ("jsonl", "parquet"):
         out = tmp_path / f"n.{fmt}"
-        spec = TokenExport(prefix=prefix, out=str(out), selection_kind="batch_range", selection_value=(0, 3), run=_run(prefix), nested=True, chunk_size=16)
+        spec = TokenExport(
+            prefix=prefix,
+            out=str(out),
+            selection_kind="batch_range",
+            selection_value=(0, 3),
+            run=_run(prefix),
+            nested=True,
+            chunk_size=16,
+        )
         run_token_export(spec, dask_client, progress=False)
         rows = _read_jsonl(out) if fmt == "jsonl" else pq.read_table(out).to_pylist()
         assert [r["batch_id"] for r in rows] == [0, 1, 2]
-        assert [[s["index"] for s in r["sequences"]] for r in rows] == [list(range(b * BATCH, (b + 1) * BATCH)) for b in range(3)]
+        assert [[s["index"] for s in r["sequences"]] for r in rows] == [
+            list(range(b * BATCH, (b + 1) * BATCH)) for b in range(3)
+        ]
 
 
 def test_documents_round_trip_text(dataset, dask_client, tmp_path):
     prefix, tok_path = dataset
     tok = AutoTokenizer.from_pretrained(tok_path)
-    spec = TokenExport(prefix=prefix, out=str(tmp_path / "docs"), selection_kind="documents", selection_value=(0, 50), content="text", tokenizer=tok_path, chunk_size=20)
+    spec = TokenExport(
+        prefix=prefix,
+        out=str(tmp_path / "docs"),
+        selection_kind="documents",
+        selection_value=(0, 50),
+        content="text",
+        tokenizer=tok_path,
+        chunk_size=20,
+    )
     run_token_export(spec, dask_client, progress=False)
     records = [r for p in _parts(tmp_path / "docs") for r in _read_jsonl(p)]
     texts = multilingual_text(400, seed=3)[:50]
@@ -154,11 +205,23 @@ def test_documents_round_trip_text(dataset, dask_client, tmp_path):
     assert [r["content"] for r in records] == [t + tok.eos_token for t in texts]
 
 
-def test_same_bytes_with_one_and_two_workers_and_compression(dataset, dask_client, dask_client_1worker, tmp_path):
+def test_same_bytes_with_one_and_two_workers_and_compression(
+    dataset, dask_client, dask_client_1worker, tmp_path
+):
     prefix, tok_path = dataset
     outs = []
     for name, client in (("two", dask_client), ("one", dask_client_1worker)):
-        spec = TokenExport(prefix=prefix, out=str(tmp_path / name), selection_kind="all", run=_run(prefix), content="text", tokenizer=tok_path, doc_details=True, compression="gzip", chunk_size=25)
+        spec = TokenExport(
+            prefix=prefix,
+            out=str(tmp_path / name),
+            selection_kind="all",
+            run=_run(prefix),
+            content="text",
+            tokenizer=tok_path,
+            doc_details=True,
+            compression="gzip",
+            chunk_size=25,
+        )
         run_token_export(spec, client, progress=False)
         outs.append({p.name: p.read_bytes() for p in (tmp_path / name).iterdir()})
     assert outs[0] == outs[1]
@@ -168,9 +231,22 @@ def test_same_bytes_with_one_and_two_workers_and_compression(dataset, dask_clien
 def test_single_file_equals_parts_joined(dataset, dask_client, tmp_path):
     prefix, _ = dataset
     for fmt in ("jsonl", "csv", "npz", "parquet"):
-        common = dict(prefix=prefix, selection_kind="sequence_range", selection_value=(0, 70), run=_run(prefix), doc_details=True, chunk_size=16)
-        run_token_export(TokenExport(out=str(tmp_path / f"one.{fmt}"), **common), dask_client, progress=False)
-        run_token_export(TokenExport(out=str(tmp_path / f"dir-{fmt}"), format=fmt, **common), dask_client, progress=False)
+        common = dict(
+            prefix=prefix,
+            selection_kind="sequence_range",
+            selection_value=(0, 70),
+            run=_run(prefix),
+            doc_details=True,
+            chunk_size=16,
+        )
+        run_token_export(
+            TokenExport(out=str(tmp_path / f"one.{fmt}"), **common), dask_client, progress=False
+        )
+        run_token_export(
+            TokenExport(out=str(tmp_path / f"dir-{fmt}"), format=fmt, **common),
+            dask_client,
+            progress=False,
+        )
         assert not (tmp_path / f"one.{fmt}.dexport-parts").exists()
         if fmt == "npz":
             one = np.load(tmp_path / "one.npz", allow_pickle=False)
@@ -178,10 +254,14 @@ def test_single_file_equals_parts_joined(dataset, dask_client, tmp_path):
             assert np.array_equal(one["tokens"], _reference(prefix, range(70)))
             assert one["index"].tolist() == list(range(70))
         elif fmt == "parquet":
-            assert pq.read_table(tmp_path / "one.parquet").to_pylist() == [r for p in _parts(tmp_path / "dir-parquet") for r in pq.read_table(p).to_pylist()]
+            assert pq.read_table(tmp_path / "one.parquet").to_pylist() == [
+                r for p in _parts(tmp_path / "dir-parquet") for r in pq.read_table(p).to_pylist()
+            ]
         else:
             lines = (tmp_path / f"one.{fmt}").read_bytes().splitlines()
-            joined = [ln for p in _parts(tmp_path / f"dir-{fmt}") for ln in p.read_bytes().splitlines()]
+            joined = [
+                ln for p in _parts(tmp_path / f"dir-{fmt}") for ln in p.read_bytes().splitlines()
+            ]
             if fmt == "csv":
                 joined = [joined[0]] + [ln for ln in joined if not ln.startswith(b"index,")]
             assert lines == joined
@@ -189,7 +269,9 @@ def test_single_file_equals_parts_joined(dataset, dask_client, tmp_path):
 
 def test_resume_finishes_interrupted_run_with_same_bytes(dataset, dask_client, tmp_path):
     prefix, _ = dataset
-    common = dict(prefix=prefix, selection_kind="all", run=_run(prefix), chunk_size=20, format="jsonl")
+    common = dict(
+        prefix=prefix, selection_kind="all", run=_run(prefix), chunk_size=20, format="jsonl"
+    )
     run_token_export(TokenExport(out=str(tmp_path / "full"), **common), dask_client, progress=False)
     # An interrupted run: parts 0-2 done and recorded, later parts and the manifest missing.
     interrupted = tmp_path / "cut"
@@ -209,9 +291,13 @@ def test_resume_finishes_interrupted_run_with_same_bytes(dataset, dask_client, t
     for f in manifest["files"][3:]:
         (interrupted / f["path"]).unlink()
     (interrupted / "_manifest.json").unlink()
-    run_token_export(TokenExport(out=str(interrupted), resume=True, **common), dask_client, progress=False)
+    run_token_export(
+        TokenExport(out=str(interrupted), resume=True, **common), dask_client, progress=False
+    )
     assert (interrupted / "part-00000.jsonl").stat().st_mtime_ns == first  # not redone
-    assert {p.name: p.read_bytes() for p in interrupted.iterdir()} == {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()}
+    assert {p.name: p.read_bytes() for p in interrupted.iterdir()} == {
+        p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()
+    }
 
 
 def test_s3_output_and_input_match_local(dataset, dask_client, tmp_path, s3_bucket, s3_server):
@@ -220,9 +306,24 @@ def test_s3_output_and_input_match_local(dataset, dask_client, tmp_path, s3_buck
     for ext in (".bin", ".idx"):
         fs.put(prefix + ext, f"{s3_bucket}/data/ds{ext}")
     opts = s3_server.storage_options
-    local = TokenExport(prefix=prefix, out=str(tmp_path / "local"), selection_kind="all", run=_run(prefix), doc_details=True, chunk_size=30)
+    local = TokenExport(
+        prefix=prefix,
+        out=str(tmp_path / "local"),
+        selection_kind="all",
+        run=_run(prefix),
+        doc_details=True,
+        chunk_size=30,
+    )
     run_token_export(local, dask_client, progress=False)
-    remote = TokenExport(prefix=f"{s3_bucket}/data/ds", out=f"{s3_bucket}/out", selection_kind="all", run=_run(prefix, index_prefix=str(tmp_path / "idx")), doc_details=True, chunk_size=30, storage_options=opts)
+    remote = TokenExport(
+        prefix=f"{s3_bucket}/data/ds",
+        out=f"{s3_bucket}/out",
+        selection_kind="all",
+        run=_run(prefix, index_prefix=str(tmp_path / "idx")),
+        doc_details=True,
+        chunk_size=30,
+        storage_options=opts,
+    )
     run_token_export(remote, dask_client, progress=False)
     for p in (tmp_path / "local").iterdir():
         remote_bytes = fs.cat_file(f"{s3_bucket}/out/{p.name}")
@@ -232,20 +333,58 @@ def test_s3_output_and_input_match_local(dataset, dask_client, tmp_path, s3_buck
             assert remote_bytes == p.read_bytes()
     assert s3_server.object_keys(f"{s3_bucket}/out/.dexport-progress") == []
     # one file on S3, assembled from the parts
-    one = TokenExport(prefix=f"{s3_bucket}/data/ds", out=f"{s3_bucket}/one.jsonl", selection_kind="all", run=_run(prefix, index_prefix=str(tmp_path / "idx")), doc_details=True, chunk_size=30, storage_options=opts)
+    one = TokenExport(
+        prefix=f"{s3_bucket}/data/ds",
+        out=f"{s3_bucket}/one.jsonl",
+        selection_kind="all",
+        run=_run(prefix, index_prefix=str(tmp_path / "idx")),
+        doc_details=True,
+        chunk_size=30,
+        storage_options=opts,
+    )
     run_token_export(one, dask_client, progress=False)
-    assert fs.cat_file(f"{s3_bucket}/one.jsonl") == b"".join(p.read_bytes() for p in _parts(tmp_path / "local"))
+    assert fs.cat_file(f"{s3_bucket}/one.jsonl") == b"".join(
+        p.read_bytes() for p in _parts(tmp_path / "local")
+    )
 
 
 # -- command line and bad input ------------------------------------------------------------
 def _cli(prefix: str, *args: str) -> list[str]:
-    return ["tokens", prefix, "--seq-len", str(SEQ_LEN), "--seed", str(SEED), "--train-iters", str(ITERS), "--batch-size", str(BATCH), "--splits", "100,0,0", *args]
+    return [
+        "tokens",
+        prefix,
+        "--seq-len",
+        str(SEQ_LEN),
+        "--seed",
+        str(SEED),
+        "--train-iters",
+        str(ITERS),
+        "--batch-size",
+        str(BATCH),
+        "--splits",
+        "100,0,0",
+        *args,
+    ]
 
 
 def test_cli_exports_batches_as_text(dataset, dask_client, tmp_path, capsys):
     prefix, tok_path = dataset
     addr = dask_client.scheduler.address
-    rc = main(_cli(prefix, "--batch-range", "1:3", "--text", "--tokenizer", tok_path, "--doc-details", "--out", str(tmp_path / "b.jsonl"), "--scheduler", addr))
+    rc = main(
+        _cli(
+            prefix,
+            "--batch-range",
+            "1:3",
+            "--text",
+            "--tokenizer",
+            tok_path,
+            "--doc-details",
+            "--out",
+            str(tmp_path / "b.jsonl"),
+            "--scheduler",
+            addr,
+        )
+    )
     assert rc == 0
     records = _read_jsonl(tmp_path / "b.jsonl")
     assert [r["index"] for r in records] == list(range(8, 24))
@@ -267,7 +406,9 @@ def test_cli_exports_batches_as_text(dataset, dask_client, tmp_path, capsys):
         (["--all", "--convention", "megatron", "--packing", "pack_until_overflow"], "packing"),
     ],
 )
-def test_cli_bad_arguments_exit_2_with_one_line_and_no_output(dataset, tmp_path, capsys, args, message):
+def test_cli_bad_arguments_exit_2_with_one_line_and_no_output(
+    dataset, tmp_path, capsys, args, message
+):
     prefix, _ = dataset
     out = tmp_path / "never"
     rc = main(_cli(prefix, *args, "--out", str(out), "--workers", "1"))
@@ -303,7 +444,12 @@ def test_python_module_entry_point(dataset, tmp_path):
     import sys
 
     prefix, _ = dataset
-    res = subprocess.run([sys.executable, "-m", "pipeline", "inspect", prefix, "--document", "0"], capture_output=True, text=True, cwd=os.getcwd())
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "inspect", prefix, "--document", "0"],
+        capture_output=True,
+        text=True,
+        cwd=os.getcwd(),
+    )
     assert res.returncode == 0, res.stderr
     assert "documents" in res.stdout and "== document 0" in res.stdout
 
@@ -314,7 +460,21 @@ def test_gpu_backend_without_device_is_a_clear_error(dataset, tmp_path, capsys):
     if gpu_available():
         pytest.skip("a GPU is present")
     prefix, tok_path = dataset
-    rc = main(["tokens", prefix, "--documents", "0:3", "--text", "--tokenizer", tok_path, "--backend", "gpu", "--out", str(tmp_path / "g")])
+    rc = main(
+        [
+            "tokens",
+            prefix,
+            "--documents",
+            "0:3",
+            "--text",
+            "--tokenizer",
+            tok_path,
+            "--backend",
+            "gpu",
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
     assert rc == 2
     assert "backend 'gpu' needs" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
@@ -325,7 +485,16 @@ def test_gpu_backend_gives_the_same_bytes(dataset, dask_client, tmp_path):
     prefix, tok_path = dataset
     outs = []
     for backend in ("cpu", "gpu"):
-        spec = TokenExport(prefix=prefix, out=str(tmp_path / f"{backend}.jsonl"), selection_kind="all", run=_run(prefix), content="text", tokenizer=tok_path, backend=backend, chunk_size=40)
+        spec = TokenExport(
+            prefix=prefix,
+            out=str(tmp_path / f"{backend}.jsonl"),
+            selection_kind="all",
+            run=_run(prefix),
+            content="text",
+            tokenizer=tok_path,
+            backend=backend,
+            chunk_size=40,
+        )
         run_token_export(spec, dask_client, progress=False)
         outs.append((tmp_path / f"{backend}.jsonl").read_bytes())
     assert outs[0] == outs[1]
@@ -334,7 +503,20 @@ def test_gpu_backend_gives_the_same_bytes(dataset, dask_client, tmp_path):
 def test_inspect_shows_facts_and_a_batch_as_text(dataset, capsys):
     prefix, tok_path = dataset
     tok = AutoTokenizer.from_pretrained(tok_path)
-    args = ["inspect", prefix, "--seq-len", str(SEQ_LEN), "--seed", str(SEED), "--train-iters", str(ITERS), "--batch-size", str(BATCH), "--splits", "100,0,0"]
+    args = [
+        "inspect",
+        prefix,
+        "--seq-len",
+        str(SEQ_LEN),
+        "--seed",
+        str(SEED),
+        "--train-iters",
+        str(ITERS),
+        "--batch-size",
+        str(BATCH),
+        "--splits",
+        "100,0,0",
+    ]
     assert main([*args, "--batch", "1", "--tokenizer", tok_path]) == 0
     out = capsys.readouterr().out
     assert "samples" in out and "batches" in out and "epochs" in out

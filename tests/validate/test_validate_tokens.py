@@ -21,9 +21,14 @@ def _records(text: bool) -> tr.TokenRecords:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     details = {k: np.arange(n, dtype=np.int64) for k in tr.DETAIL_FIELDS}
     return tr.TokenRecords(
-        index=np.array([7, 8, 9, 10]), batch_id=np.array([1, 1, 2, 2]),
-        tokens=None if text else tokens, token_offsets=None if text else np.arange(n + 1) * width, width=None if text else width,
-        text=np.frombuffer(data, np.uint8) if text else None, text_offsets=offsets if text else None, details=details,
+        index=np.array([7, 8, 9, 10]),
+        batch_id=np.array([1, 1, 2, 2]),
+        tokens=None if text else tokens,
+        token_offsets=None if text else np.arange(n + 1) * width,
+        width=None if text else width,
+        text=np.frombuffer(data, np.uint8) if text else None,
+        text_offsets=offsets if text else None,
+        details=details,
     )
 
 
@@ -32,7 +37,9 @@ def _write(path: Path, fmt: str, rec: tr.TokenRecords) -> None:
     if fmt == "npz":
         tr.write_npz_arrays(buffer, tr.npz_arrays(rec, {"tool": "dexport"}))
     else:
-        {"jsonl": tr.write_jsonl, "csv": tr.write_csv, "parquet": tr.write_parquet}[fmt](buffer, rec)
+        {"jsonl": tr.write_jsonl, "csv": tr.write_csv, "parquet": tr.write_parquet}[fmt](
+            buffer, rec
+        )
     path.write_bytes(buffer.getvalue())
 
 
@@ -44,7 +51,9 @@ def test_token_exports_pass(tmp_path: Path, fmt: str, text: bool) -> None:
     report = validate_export(str(tmp_path))
     assert report.kind == "tokens" and [s.documents for s in report.splits] == [8]
     assert report.splits[0].error_count == 0
-    assert report.problems == ["no _manifest.json: the export is incomplete or was not written by dexport"]
+    assert report.problems == [
+        "no _manifest.json: the export is incomplete or was not written by dexport"
+    ]
     single = validate_export(str(tmp_path / f"part-00000.{fmt}"))
     assert single.passed and single.splits[0].length_max == (len("window 0 é") if text else 5)
 
@@ -55,10 +64,16 @@ def test_nested_jsonl_and_corrupt_records_fail(tmp_path: Path, capsys) -> None:
     _write(tmp_path / "nested.jsonl", "jsonl", rec)
     assert validate_export(str(tmp_path / "nested.jsonl")).passed
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"index": 1, "content": [1, 2]}\n{"index": -1, "content": "x"}\n{"index": 2, "content": [1, "a"]}\nnot json\n')
+    bad.write_text(
+        '{"index": 1, "content": [1, 2]}\n{"index": -1, "content": "x"}\n{"index": 2, "content": '
+        '[1, "a"]}\nnot json\n'
+    )
     assert main(["validate", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert "bad.jsonl:2: index must be a non-negative integer" in out and "bad.jsonl:3: content must be" in out
+    assert (
+        "bad.jsonl:2: index must be a non-negative integer" in out
+        and "bad.jsonl:3: content must be" in out
+    )
     assert "bad.jsonl:4:" in out and out.rstrip().endswith("1 split(s), 0 export problem(s)")
 
 
@@ -71,6 +86,8 @@ def test_corrupt_npz_and_csv_are_reported(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_bytes(buffer.getvalue())
     report = validate_export(str(tmp_path / "x.npz"))
     assert not report.passed and "offsets must rise" in report.splits[0].errors[0]
-    (tmp_path / "x.csv").write_text("index,content\r\n1,\"[1, 2]\"\r\nx,hello\r\n")
+    (tmp_path / "x.csv").write_text('index,content\r\n1,"[1, 2]"\r\nx,hello\r\n')
     report = validate_export(str(tmp_path / "x.csv"))
-    assert report.splits[0].documents == 1 and "index must be an integer" in report.splits[0].errors[0]
+    assert (
+        report.splits[0].documents == 1 and "index must be an integer" in report.splits[0].errors[0]
+    )
