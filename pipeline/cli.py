@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all sub-commands)."""
     parser = argparse.ArgumentParser(
         prog="dexport",
-        description="Export ML training data (Megatron/GPT-NeoX token datasets, curated corpora) on Dask.",
+        description=(
+            "Export ML training data (Megatron/GPT-NeoX token datasets, curated corpora) on Dask."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -39,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PermissionError as exc:
-        print(f"dexport: error: permission denied ({_one_line(exc)}); check credentials or --storage-options", file=sys.stderr)
+        print(
+            f"dexport: error: permission denied ({_one_line(exc)}); "
+            "check credentials or --storage-options",
+            file=sys.stderr,
+        )
         return 2
     except FileNotFoundError as exc:
         print(f"dexport: error: not found ({_one_line(exc)}); check the path", file=sys.stderr)
@@ -55,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"dexport: error: no space left ({_one_line(exc)}); free space, then re-run with --resume", file=sys.stderr)
+        print(
+            f"dexport: error: no space left ({_one_line(exc)}); "
+            "free space, then re-run with --resume",
+            file=sys.stderr,
+        )
         return 3
     except Exception as exc:
         code = exit_code_of(exc)

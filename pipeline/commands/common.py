@@ -12,10 +12,26 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     """``--scheduler | --scheduler-file | --workers`` and ``--backend``."""
     group = parser.add_argument_group("cluster")
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:8786)")
-    where.add_argument("--scheduler-file", metavar="F", help="scheduler file of an existing Dask cluster")
-    where.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded local cluster (default: one per core)")
-    group.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="compute backend (default cpu)")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="address of an existing Dask scheduler (tcp://host:8786)",
+    )
+    where.add_argument(
+        "--scheduler-file", metavar="F", help="scheduler file of an existing Dask cluster"
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the embedded local cluster (default: one per core)",
+    )
+    group.add_argument(
+        "--backend",
+        choices=("auto", "cpu", "gpu"),
+        default="cpu",
+        help="compute backend (default cpu)",
+    )
 
 
 def add_output_args(
@@ -33,11 +49,19 @@ def add_output_args(
     """
     group = parser.add_argument_group("output")
     help_text = chunk_help or f"records per task and part file (default {chunk_size})"
-    group.add_argument("--chunk-size", type=chunk_type, default=chunk_size, metavar=chunk_metavar, help=help_text)
+    group.add_argument(
+        "--chunk-size", type=chunk_type, default=chunk_size, metavar=chunk_metavar, help=help_text
+    )
     mode = group.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    mode.add_argument("--resume", action="store_true", help="finish an interrupted run, skipping completed parts")
-    group.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:8333\"}}'")
+    mode.add_argument(
+        "--resume", action="store_true", help="finish an interrupted run, skipping completed parts"
+    )
+    group.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help='fsspec/s3fs options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}}\'',
+    )
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:

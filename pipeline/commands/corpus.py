@@ -27,7 +27,9 @@ def parse_size(text: str) -> int:
             return int(float(value[:-1]) * _UNITS[value[-1]])
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 64M, 1G, 1048576)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (e.g. 64M, 1G, 1048576)"
+        ) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,25 +37,92 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "corpus",
         help="curated JSONL/Parquet → train/validation/test files + stats + dataset card",
-        description="Map curated records to the training schema, validate every record (rejects aside, with reasons), "
-        "split them deterministically by a stable key and seed, and write split files, dataset_stats.json, a dataset card and a manifest.",
+        description=(
+            "Map curated records to the training schema, validate every record "
+            "(rejects aside, with reasons), "
+            "split them deterministically by a stable key and seed, and write split files, "
+            "dataset_stats.json, a dataset card and a manifest."
+        ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL (.jsonl, .jsonl.gz, .jsonl.zst) or Parquet files, directories or globs; local or s3://")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=(
+            "JSONL (.jsonl, .jsonl.gz, .jsonl.zst) or Parquet files, directories or globs; "
+            "local or s3://"
+        ),
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (local or s3://)")
-    p.add_argument("--schema", metavar="FILE", help="schema file (YAML/JSON): rename, nest, drop, static values, types (default: the training schema)")
-    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="PATH=VALUE", help="static field for every record, e.g. metadata.source=wikipedia (repeatable)")
-    p.add_argument("--split", default="0.95,0.03,0.02", help="ratios (0.95,0.03,0.02 or train=0.95,validation=0.03,test=0.02); with --exact-counts also counts such as train=rest,test=500")
+    p.add_argument(
+        "--schema",
+        metavar="FILE",
+        help=(
+            "schema file (YAML/JSON): rename, nest, drop, static values, types "
+            "(default: the training schema)"
+        ),
+    )
+    p.add_argument(
+        "--set",
+        dest="set_values",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="static field for every record, e.g. metadata.source=wikipedia (repeatable)",
+    )
+    p.add_argument(
+        "--split",
+        default="0.95,0.03,0.02",
+        help=(
+            "ratios (0.95,0.03,0.02 or train=0.95,validation=0.03,test=0.02); "
+            "with --exact-counts also counts such as train=rest,test=500"
+        ),
+    )
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    p.add_argument("--split-key", metavar="FIELD", help="input field that identifies a record (e.g. id); default: the text")
-    p.add_argument("--exact-counts", action="store_true", help="exact split sizes (a first pass ranks every record; still deterministic)")
-    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="output format (default jsonl)")
+    p.add_argument(
+        "--split-key",
+        metavar="FIELD",
+        help="input field that identifies a record (e.g. id); default: the text",
+    )
+    p.add_argument(
+        "--exact-counts",
+        action="store_true",
+        help="exact split sizes (a first pass ranks every record; still deterministic)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="output format (default jsonl)",
+    )
     p.add_argument("--compression", choices=("gzip", "zstd"), help="compress JSONL output")
-    p.add_argument("--parts", action="store_true", help="keep part files per split (train/part-00000.jsonl …) instead of one file per split")
-    p.add_argument("--tokenizer", metavar="PATH", help="local Hugging Face tokenizer (folder or tokenizer.json): adds token counts to the statistics")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 when any record was rejected")
-    p.add_argument("--no-card", dest="card", action="store_false", help="do not write README.md and histograms")
+    p.add_argument(
+        "--parts",
+        action="store_true",
+        help="keep part files per split (train/part-00000.jsonl …) instead of one file per split",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help=(
+            "local Hugging Face tokenizer (folder or tokenizer.json): "
+            "adds token counts to the statistics"
+        ),
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any record was rejected"
+    )
+    p.add_argument(
+        "--no-card", dest="card", action="store_false", help="do not write README.md and histograms"
+    )
     add_cluster_args(p)
-    add_output_args(p, chunk_size=DEFAULT_PARTITION, chunk_type=parse_size, chunk_metavar="BYTES", chunk_help="input bytes per task (default 64M; accepts 64M, 1G)")
+    add_output_args(
+        p,
+        chunk_size=DEFAULT_PARTITION,
+        chunk_type=parse_size,
+        chunk_metavar="BYTES",
+        chunk_help="input bytes per task (default 64M; accepts 64M, 1G)",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,13 +142,24 @@ def build_spec(args: argparse.Namespace) -> Any:
             elif step == "schema":
                 schema = load_schema(args.schema, options, args.set_values)
             else:
-                split = parse_split(args.split, seed=args.seed, key=args.split_key, exact=args.exact_counts)
+                split = parse_split(
+                    args.split, seed=args.seed, key=args.split_key, exact=args.exact_counts
+                )
         except UserError as exc:
             problems.append(str(exc))
     spec = CorpusExport(
-        inputs=list(args.inputs), out=args.out, schema=schema or Schema(), format=args.format,
-        compression=args.compression, parts=args.parts, tokenizer=args.tokenizer, chunk_size=args.chunk_size,
-        overwrite=args.overwrite, resume=args.resume, storage_options=options, card=args.card,
+        inputs=list(args.inputs),
+        out=args.out,
+        schema=schema or Schema(),
+        format=args.format,
+        compression=args.compression,
+        parts=args.parts,
+        tokenizer=args.tokenizer,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        storage_options=options,
+        card=args.card,
         command="dexport corpus " + " ".join(shlex.quote(a) for a in _command_args(args)),
     )
     if split is not None:
@@ -95,11 +175,24 @@ def build_spec(args: argparse.Namespace) -> Any:
 
 def _command_args(args: argparse.Namespace) -> list[str]:
     out = [*args.inputs, "--out", args.out, "--split", args.split, "--seed", str(args.seed)]
-    for flag, value in (("--schema", args.schema), ("--split-key", args.split_key), ("--compression", args.compression), ("--tokenizer", args.tokenizer)):
+    for flag, value in (
+        ("--schema", args.schema),
+        ("--split-key", args.split_key),
+        ("--compression", args.compression),
+        ("--tokenizer", args.tokenizer),
+    ):
         if value:
             out += [flag, value]
     out += [x for v in args.set_values for x in ("--set", v)]
-    out += [f for f, on in (("--exact-counts", args.exact_counts), ("--parts", args.parts), ("--no-card", not args.card)) if on]
+    out += [
+        f
+        for f, on in (
+            ("--exact-counts", args.exact_counts),
+            ("--parts", args.parts),
+            ("--no-card", not args.card),
+        )
+        if on
+    ]
     if args.format != "jsonl":
         out += ["--format", args.format]
     return out
@@ -110,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
     from cluster.client import dashboard_link
     from pipeline.corpus.job import plan_corpus_export, run_corpus_export
 
-    plan = plan_corpus_export(build_spec(args))  # input and output problems before any cluster starts
+    plan = plan_corpus_export(
+        build_spec(args)
+    )  # input and output problems before any cluster starts
     with executor_from_args(args, tasks=len(plan.partitions)) as executor:
         link = dashboard_link(executor.client) if executor.name == "dask" else None
         if link and (args.scheduler or args.scheduler_file):
@@ -118,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
         summary = run_corpus_export(plan, executor, progress=True)
     print(format_summary(summary))
     if args.strict and summary["rejected"]:
-        print(f"dexport: {summary['rejected']:,} records rejected (--strict); see {summary['out']}/rejects/", file=sys.stderr)
+        print(
+            f"dexport: {summary['rejected']:,} records rejected (--strict); "
+            f"see {summary['out']}/rejects/",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -127,13 +226,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The short table printed at the end of a run."""
     docs = summary["documents"]
     done = " (already complete)" if summary.get("already_complete") else ""
-    lines = [f"dexport corpus: {docs:,} documents -> {summary['out']} in {summary['seconds']:.1f} s{done}", f"  {'split':<14}{'documents':>12}{'share':>9}"]
+    lines = [
+        f"dexport corpus: {docs:,} documents -> {summary['out']} "
+        f"in {summary['seconds']:.1f} s{done}",
+        f"  {'split':<14}{'documents':>12}{'share':>9}",
+    ]
     for name, n in summary["splits"].items():
         lines.append(f"  {name:<14}{n:>12,}{(100 * n / docs if docs else 0):>8.1f}%")
     lines.append(f"  {'rejected':<14}{summary['rejected']:>12,}")
     acct = summary.get("accounting") or {}
     if acct.get("input_lines") is not None:
-        lines.append(f"  input lines {acct['input_lines']:,} = {acct['exported']:,} exported + {acct['rejected']:,} rejected + {acct['blank_lines']:,} blank")
+        lines.append(
+            f"  input lines {acct['input_lines']:,} = {acct['exported']:,} exported + "
+            f"{acct['rejected']:,} rejected + {acct['blank_lines']:,} blank"
+        )
     if summary.get("rejected_by_reason"):
-        lines.append("  rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in summary["rejected_by_reason"].items()))
+        lines.append(
+            "  rejected by reason: "
+            + ", ".join(f"{k} {v:,}" for k, v in summary["rejected_by_reason"].items())
+        )
     return "\n".join(lines)

@@ -9,14 +9,28 @@ from typing import Any
 
 from pipeline.commands.common import add_cluster_args, executor_from_args, storage_options
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20, "g": 10**9, "gb": 10**9, "gib": 1 << 30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 1 << 10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 1 << 20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 1 << 30,
+}
 
 
 def parse_size(text: str) -> int:
     """``64MiB``, ``256MB``, ``1g`` or a plain number of bytes."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}; use bytes or a unit such as 64MiB, 256MB, 1GiB")
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}; use bytes or a unit such as 64MiB, 256MB, 1GiB"
+        )
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
@@ -24,28 +38,89 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport encode``."""
     p = sub.add_parser(
         "encode",
-        help="tokenize JSONL/Parquet text into a Megatron dataset (PREFIX.bin + PREFIX.idx) or NPZ shards",
+        help=(
+            "tokenize JSONL/Parquet text into a Megatron dataset (PREFIX.bin + PREFIX.idx) "
+            "or NPZ shards"
+        ),
         description=(
-            "Tokenize a corpus with a local Hugging Face fast tokenizer, one shard per input partition in "
+            "Tokenize a corpus with a local Hugging Face fast tokenizer, "
+            "one shard per input partition in "
             "parallel, merged into one Megatron/GPT-NeoX indexed dataset in input order."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL/Parquet files, folders, globs or a corpus export directory (local or s3://)")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="local Hugging Face tokenizer folder (save_pretrained) or tokenizer.json")
-    p.add_argument("--out", required=True, metavar="PREFIX", help="dataset prefix: data/ds writes data/ds.bin, data/ds.idx, data/ds.manifest.json (a directory for --format npz)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="JSONL/Parquet files, folders, globs or a corpus export directory (local or s3://)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        metavar="PATH",
+        help="local Hugging Face tokenizer folder (save_pretrained) or tokenizer.json",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="PREFIX",
+        help=(
+            "dataset prefix: data/ds writes data/ds.bin, data/ds.idx, data/ds.manifest.json "
+            "(a directory for --format npz)"
+        ),
+    )
     p.add_argument("--field", default="text", help="record field holding the text (default text)")
-    p.add_argument("--append-eod", action="store_true", help="append the end-of-document token to every document (Megatron --append-eod)")
-    p.add_argument("--eod-id", type=int, metavar="ID", help="end-of-document token id (default: the tokenizer's eos_token_id)")
-    p.add_argument("--add-bos", action="store_true", help="start every document with BOS unless the tokenizer already adds it")
-    p.add_argument("--bos-id", type=int, metavar="ID", help="BOS token id (default: the tokenizer's bos_token_id)")
-    p.add_argument("--format", choices=("megatron", "npz"), default="megatron", help="one merged .bin/.idx (default) or NPZ shards (flat tokens + offsets)")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 when any record was rejected")
+    p.add_argument(
+        "--append-eod",
+        action="store_true",
+        help="append the end-of-document token to every document (Megatron --append-eod)",
+    )
+    p.add_argument(
+        "--eod-id",
+        type=int,
+        metavar="ID",
+        help="end-of-document token id (default: the tokenizer's eos_token_id)",
+    )
+    p.add_argument(
+        "--add-bos",
+        action="store_true",
+        help="start every document with BOS unless the tokenizer already adds it",
+    )
+    p.add_argument(
+        "--bos-id",
+        type=int,
+        metavar="ID",
+        help="BOS token id (default: the tokenizer's bos_token_id)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("megatron", "npz"),
+        default="megatron",
+        help="one merged .bin/.idx (default) or NPZ shards (flat tokens + offsets)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any record was rejected"
+    )
     group = p.add_argument_group("output")
-    group.add_argument("--partition-size", type=parse_size, default=64 << 20, metavar="SIZE", help="input bytes per task and shard (default 64MiB)")
+    group.add_argument(
+        "--partition-size",
+        type=parse_size,
+        default=64 << 20,
+        metavar="SIZE",
+        help="input bytes per task and shard (default 64MiB)",
+    )
     mode = group.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing dataset at PREFIX")
-    mode.add_argument("--resume", action="store_true", help="finish an interrupted run, skipping completed shards")
-    group.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:8333\"}}'")
+    mode.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset at PREFIX"
+    )
+    mode.add_argument(
+        "--resume", action="store_true", help="finish an interrupted run, skipping completed shards"
+    )
+    group.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help='fsspec/s3fs options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}}\'',
+    )
     add_cluster_args(p)
     p.set_defaults(func=run)
 

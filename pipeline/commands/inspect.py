@@ -12,14 +12,27 @@ from pipeline.errors import UserError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport inspect``."""
-    p = sub.add_parser("inspect", help="print a dataset's facts and one sample, batch or document", description="Print documents, tokens, dtype (and with the training run: epochs, samples, batches) and optionally one sample, batch or document.")
-    p.add_argument("prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://")
+    p = sub.add_parser(
+        "inspect",
+        help="print a dataset's facts and one sample, batch or document",
+        description=(
+            "Print documents, tokens, dtype (and with the training run: epochs, samples, batches) "
+            "and optionally one sample, batch or document."
+        ),
+    )
+    p.add_argument(
+        "prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://"
+    )
     add_training_run_args(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--sequence", type=int, metavar="I", help="show sample I (training order)")
-    what.add_argument("--batch", type=int, metavar="B", help="show global batch B (needs --batch-size)")
+    what.add_argument(
+        "--batch", type=int, metavar="B", help="show global batch B (needs --batch-size)"
+    )
     what.add_argument("--document", type=int, metavar="D", help="show corpus document D")
-    p.add_argument("--tokenizer", metavar="PATH", help="show text through this local Hugging Face tokenizer")
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="show text through this local Hugging Face tokenizer"
+    )
     p.add_argument("--skip-special-tokens", action="store_true")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON")
     p.set_defaults(func=run)
@@ -57,14 +70,19 @@ def run(args: argparse.Namespace) -> int:
     if args.tokenizer:
         from gpu.detok import Detokenizer
 
-        detok = Detokenizer.from_pretrained(args.tokenizer, skip_special_tokens=args.skip_special_tokens)
+        detok = Detokenizer.from_pretrained(
+            args.tokenizer, skip_special_tokens=args.skip_special_tokens
+        )
     if args.document is not None:
         if not 0 <= args.document < len(dataset):
             raise UserError(f"document {args.document} is out of range (0..{len(dataset) - 1})")
         _show(f"document {args.document}", dataset.sequence(args.document), detok)
     elif args.sequence is not None or args.batch is not None:
         if order is None:
-            raise UserError("--sequence and --batch need the training run: pass --seq-len, --seed and --num-samples or --train-iters/--batch-size")
+            raise UserError(
+                "--sequence and --batch need the training run: pass --seq-len, --seed and "
+                "--num-samples or --train-iters/--batch-size"
+            )
         if args.batch is not None:
             if not run_.batch_size:
                 raise UserError("--batch needs --batch-size B")

@@ -11,11 +11,19 @@ COMPARED = ("total_documents", "total_chars", "total_words", "total_rejected")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport stats``."""
-    p = sub.add_parser("stats", help="recompute dataset_stats.json of a corpus export",
-                       description="Read the split files and rejects of a corpus export and print its statistics as JSON "
-                       "(the dataset_stats.json layout); exit 1 when they disagree with the stored dataset_stats.json.")
+    p = sub.add_parser(
+        "stats",
+        help="recompute dataset_stats.json of a corpus export",
+        description=(
+            "Read the split files and rejects of a corpus export and print its statistics as JSON "
+            "(the dataset_stats.json layout); "
+            "exit 1 when they disagree with the stored dataset_stats.json."
+        ),
+    )
     p.add_argument("path", metavar="PATH", help="corpus export directory (local or s3://)")
-    p.add_argument("--tokenizer", metavar="PATH", help="also count tokens with this local tokenizer")
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="also count tokens with this local tokenizer"
+    )
     p.add_argument("--output", metavar="FILE", help="write the JSON here instead of stdout")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON")
     p.set_defaults(func=run)
@@ -40,8 +48,16 @@ def run(args: argparse.Namespace) -> int:
     if fs.isdir(path) and fs.exists(stored_path):
         stored = json.loads(fs.cat_file(stored_path))
         differ = [k for k in COMPARED if k in stored and stored[k] != stats.get(k)]
-        differ += [f"splits.{n}.count" for n, s in (stored.get("splits") or {}).items() if (stats["splits"].get(n) or {}).get("count") != s.get("count")]
+        differ += [
+            f"splits.{n}.count"
+            for n, s in (stored.get("splits") or {}).items()
+            if (stats["splits"].get(n) or {}).get("count") != s.get("count")
+        ]
         if differ:
-            print(f"dexport: recomputed statistics differ from dataset_stats.json in {', '.join(differ)}", file=sys.stderr)
+            print(
+                "dexport: recomputed statistics differ from dataset_stats.json "
+                f"in {', '.join(differ)}",
+                file=sys.stderr,
+            )
             return 1
     return 0

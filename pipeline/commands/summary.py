@@ -8,10 +8,18 @@ import json
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport summary``."""
-    p = sub.add_parser("summary", help="documents per curation stage folder and the reduction from the previous one",
-                       description="Count the documents of each stage folder (JSONL/Parquet files, or a corpus export's dataset_stats.json), "
-                       "in the order given, and the reduction from the previous stage.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="stage folders in pipeline order (local or s3://)")
+    p = sub.add_parser(
+        "summary",
+        help="documents per curation stage folder and the reduction from the previous one",
+        description=(
+            "Count the documents of each stage folder "
+            "(JSONL/Parquet files, or a corpus export's dataset_stats.json), "
+            "in the order given, and the reduction from the previous stage."
+        ),
+    )
+    p.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="stage folders in pipeline order (local or s3://)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON")
     p.set_defaults(func=run)
@@ -33,5 +41,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['stage']:<{width}}{r['documents']:>12,}{red:>12}")
     if len(rows) > 1 and rows[0]["documents"]:
         kept = rows[-1]["documents"] / rows[0]["documents"]
-        print(f"overall: {rows[-1]['documents']:,} of {rows[0]['documents']:,} documents kept ({100 * kept:.1f}%)")
+        print(
+            f"overall: {rows[-1]['documents']:,} of {rows[0]['documents']:,} documents kept "
+            f"({100 * kept:.1f}%)"
+        )
     return 0

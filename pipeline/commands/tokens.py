@@ -12,6 +12,7 @@ from pipeline.commands.common import (
     executor_from_args,
     storage_options,
 )
+from pipeline.errors import UserError
 from pipeline.formats.token_formats import FORMATS
 
 if TYPE_CHECKING:
@@ -27,13 +28,35 @@ def add_training_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, help="training data seed")
     group.add_argument("--train-iters", type=int, help="training iterations (with --batch-size)")
     group.add_argument("--batch-size", type=int, help="global batch size B")
-    group.add_argument("--num-samples", type=int, help="samples of the split (instead of --train-iters)")
-    group.add_argument("--convention", choices=("neox", "megatron"), default="neox", help="GPT-NeoX/TokenSmith (default) or megatron-core")
-    group.add_argument("--index", metavar="PATH", help="where the run cached its index files (default: next to the dataset)")
-    group.add_argument("--splits", default="969,30,1", help="train/valid/test weights (default 969,30,1)")
+    group.add_argument(
+        "--num-samples", type=int, help="samples of the split (instead of --train-iters)"
+    )
+    group.add_argument(
+        "--convention",
+        choices=("neox", "megatron"),
+        default="neox",
+        help="GPT-NeoX/TokenSmith (default) or megatron-core",
+    )
+    group.add_argument(
+        "--index",
+        metavar="PATH",
+        help="where the run cached its index files (default: next to the dataset)",
+    )
+    group.add_argument(
+        "--splits", default="969,30,1", help="train/valid/test weights (default 969,30,1)"
+    )
     group.add_argument("--split", default="train", choices=("train", "valid", "test"))
-    group.add_argument("--packing", default="packed", choices=("packed", "pack_until_overflow", "unpacked"), help="GPT-NeoX packing (default packed)")
-    group.add_argument("--no-extra-token", action="store_true", help="megatron-core runs without add_extra_token_to_sequence")
+    group.add_argument(
+        "--packing",
+        default="packed",
+        choices=("packed", "pack_until_overflow", "unpacked"),
+        help="GPT-NeoX packing (default packed)",
+    )
+    group.add_argument(
+        "--no-extra-token",
+        action="store_true",
+        help="megatron-core runs without add_extra_token_to_sequence",
+    )
 
 
 def training_run(args: argparse.Namespace) -> TrainingRun | None:
@@ -42,9 +65,14 @@ def training_run(args: argparse.Namespace) -> TrainingRun | None:
 
     if args.seq_len is None and args.seed is None:
         return None
+    if args.seed is None:
+        raise UserError(
+            "a training-order selection needs the run's data seed; "
+            "pass --seed S (as in the training config)"
+        )
     return TrainingRun(
         seq_len=args.seq_len,
-        seed=args.seed if args.seed is not None else 0,
+        seed=args.seed,
         convention=args.convention,
         num_samples=args.num_samples,
         train_iters=args.train_iters,
@@ -60,8 +88,17 @@ def training_run(args: argparse.Namespace) -> TrainingRun | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport tokens``."""
-    p = sub.add_parser("tokens", help="export token windows or documents (JSONL/CSV/NPZ/Parquet)", description="Export what a model saw: samples in training order, batches, ranges, everything, or corpus documents.")
-    p.add_argument("prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://")
+    p = sub.add_parser(
+        "tokens",
+        help="export token windows or documents (JSONL/CSV/NPZ/Parquet)",
+        description=(
+            "Export what a model saw: samples in training order, batches, ranges, everything, "
+            "or corpus documents."
+        ),
+    )
+    p.add_argument(
+        "prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://"
+    )
     add_training_run_args(p)
     sel = p.add_argument_group("selection (one of)").add_mutually_exclusive_group(required=True)
     sel.add_argument("--all", action="store_true", help="every sample of the split")
@@ -69,18 +106,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sel.add_argument("--sequence-range", metavar="A:B", help="samples A..B-1")
     sel.add_argument("--batches", metavar="0,1", help="global batches by id (needs --batch-size)")
     sel.add_argument("--batch-range", metavar="A:B", help="batches A..B-1")
-    sel.add_argument("--documents", metavar="A:B", help="whole corpus documents A..B-1 (no training order needed)")
+    sel.add_argument(
+        "--documents",
+        metavar="A:B",
+        help="whole corpus documents A..B-1 (no training order needed)",
+    )
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--flatten-batches", dest="nested", action="store_false", help="one record per sequence (default)")
-    shape.add_argument("--nested", dest="nested", action="store_true", help="one record per batch: {batch_id, sequences}")
+    shape.add_argument(
+        "--flatten-batches",
+        dest="nested",
+        action="store_false",
+        help="one record per sequence (default)",
+    )
+    shape.add_argument(
+        "--nested",
+        dest="nested",
+        action="store_true",
+        help="one record per batch: {batch_id, sequences}",
+    )
     content = p.add_mutually_exclusive_group()
-    content.add_argument("--tokens", dest="content", action="store_const", const="tokens", help="raw token ids (default)")
-    content.add_argument("--text", dest="content", action="store_const", const="text", help="text, exactly as tokenizer.decode")
-    p.add_argument("--tokenizer", metavar="PATH", help="local Hugging Face tokenizer folder (for --text)")
-    p.add_argument("--skip-special-tokens", action="store_true", help="decode with skip_special_tokens=True")
+    content.add_argument(
+        "--tokens",
+        dest="content",
+        action="store_const",
+        const="tokens",
+        help="raw token ids (default)",
+    )
+    content.add_argument(
+        "--text",
+        dest="content",
+        action="store_const",
+        const="text",
+        help="text, exactly as tokenizer.decode",
+    )
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="local Hugging Face tokenizer folder (for --text)"
+    )
+    p.add_argument(
+        "--skip-special-tokens", action="store_true", help="decode with skip_special_tokens=True"
+    )
     p.add_argument("--doc-details", action="store_true", help="add doc_index_f/l and offset_f/l")
-    p.add_argument("--format", choices=tuple(FORMATS), help="output format (default jsonl, or from --out FILE)")
-    p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory (part files + _manifest.json) or one file (x.jsonl, x.csv.gz, …)")
+    p.add_argument(
+        "--format", choices=tuple(FORMATS), help="output format (default jsonl, or from --out FILE)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR|FILE",
+        help="output directory (part files + _manifest.json) or one file (x.jsonl, x.csv.gz, …)",
+    )
     p.add_argument("--compression", choices=("gzip", "zstd"), help="compress JSONL/CSV parts")
     add_output_args(p, chunk_size=1000)
     add_cluster_args(p)

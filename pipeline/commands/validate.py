@@ -8,11 +8,23 @@ import json
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport validate``."""
-    p = sub.add_parser("validate", help="re-check an export record by record; exit 1 when anything fails",
-                       description="Check every record of a corpus export (schema, text) or token export (JSONL/CSV/NPZ/Parquet fields), and the manifest's sizes and sha256.")
+    p = sub.add_parser(
+        "validate",
+        help="re-check an export record by record; exit 1 when anything fails",
+        description=(
+            "Check every record of a corpus export (schema, text) or token export "
+            "(JSONL/CSV/NPZ/Parquet fields), and the manifest's sizes and sha256."
+        ),
+    )
     p.add_argument("path", metavar="PATH", help="export directory or file (local or s3://)")
-    p.add_argument("--schema", metavar="FILE", help="schema to check corpus records against (default: the one in _manifest.json)")
-    p.add_argument("--show", type=int, default=5, metavar="N", help="errors shown per split (default 5)")
+    p.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="schema to check corpus records against (default: the one in _manifest.json)",
+    )
+    p.add_argument(
+        "--show", type=int, default=5, metavar="N", help="errors shown per split (default 5)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec/s3fs options as JSON")
     p.set_defaults(func=run)
@@ -27,5 +39,9 @@ def run(args: argparse.Namespace) -> int:
     options = storage_options(args)
     schema = load_schema(args.schema, options) if args.schema else None
     report = validate_export(args.path, options, schema=schema, show=max(0, args.show))
-    print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) if args.json else format_report(report))
+    print(
+        json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
+        if args.json
+        else format_report(report)
+    )
     return 0 if report.passed else 1

@@ -126,6 +126,7 @@ class EncodeJob:
             if self.format == "megatron"
             else [self.out]
         )
+        inputs += sorted({part.path for part in self.partitions})
         for out in outs:
             check_disjoint(out, inputs, self.storage_options)
         try:

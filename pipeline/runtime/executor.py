@@ -46,6 +46,10 @@ class LocalExecutor:
         done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return list(done)
 
+    def result(self, future: cf.Future) -> Any:
+        """The result of a finished task (or its error, raised)."""
+        return future.result()
+
     def check_alive(self) -> None:
         """This process is the cluster: always alive."""
 
@@ -95,6 +99,24 @@ class DaskExecutor:
             if ready or time.monotonic() >= deadline:
                 return ready
             time.sleep(0.02)
+
+    def result(self, future: Any) -> Any:
+        """A finished task's result (or its error, raised), waiting only while the cluster lives.
+
+        A result stays in its worker's memory until fetched. When that worker dies first, the
+        future goes back to pending and Dask runs the task again once a worker is back: with none
+        left, ``future.result()`` would wait forever. So wait for it here, checking the cluster.
+        """
+        while True:
+            if future.done():
+                try:
+                    return future.result(timeout=10.0)
+                except TimeoutError:
+                    if future.status == "error":  # the task itself raised a TimeoutError
+                        raise
+            else:
+                time.sleep(0.05)
+            self.check_alive()
 
     def check_alive(self) -> None:
         """Raise TemporaryFailure when the scheduler is gone or has had no worker for too long."""

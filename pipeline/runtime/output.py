@@ -119,7 +119,8 @@ class OutputLock:
         """Take the lock or raise TemporaryFailure naming the run that holds it."""
         held = self._read()
         if held is not None and not _stale(held):
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("heartbeat", 0)))
+            beat = float(held.get("heartbeat", 0))
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
             raise TemporaryFailure(
                 f"output {self.url} is in use by another dexport run (pid {held.get('pid')} on {held.get('host')}, alive at {since}); "
                 f"wait for it to finish, or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
@@ -134,8 +135,9 @@ class OutputLock:
                 handle.write(self._body())
         else:
             write_bytes_atomic(self.fs, self.path, self._body())
-            if (self._read() or {}).get("run") != self.token:  # another run wrote after us
-                return self.acquire()
+        # Another run wrote after us (or took our half-written lock for a stale one).
+        if (self._read() or {}).get("run") != self.token:
+            return self.acquire()
         self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
         self._thread.start()
 
@@ -146,11 +148,12 @@ class OutputLock:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.fs.cat_file(self.path))
+            held = json.loads(self.fs.cat_file(self.path))
         except FileNotFoundError:
             return None
         except (ValueError, OSError):
             return {}  # unreadable: a run died while writing it; treat as stale
+        return held if isinstance(held, dict) else {}
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock (only if it is still ours)."""
@@ -167,9 +170,13 @@ class OutputLock:
 def _stale(held: dict[str, Any]) -> bool:
     if not held:
         return True
-    if held.get("host") == socket.gethostname() and not _pid_alive(int(held.get("pid", 0))):
+    try:
+        pid, heartbeat = int(held.get("pid", 0)), float(held.get("heartbeat", 0))
+    except (TypeError, ValueError):
+        return True  # not a lock a dexport run wrote: nobody to wait for
+    if held.get("host") == socket.gethostname() and not _pid_alive(pid):
         return True
-    return time.time() - float(held.get("heartbeat", 0)) > LOCK_STALE_S
+    return time.time() - heartbeat > LOCK_STALE_S
 
 
 def _pid_alive(pid: int) -> bool:
@@ -198,7 +205,7 @@ class OutputDir:
         self.owned = PART_NAMES + tuple(re.compile(p) for p in owned)
         self.lock = OutputLock(self.fs, self.file(LOCK), self.url)
         self.fresh = True  # no finished part of an earlier run is re-used
-        self._created = False
+        self._made: str | None = None  # the top-most local folder this run created
 
     # -- paths ----------------------------------------------------------------------------
     def file(self, relative: str) -> str:
@@ -228,7 +235,7 @@ class OutputDir:
         if overwrite and resume:
             raise UserError("--overwrite and --resume exclude each other; pass one of them")
         self._check_writable()
-        self._created = not self._any_object()
+        self._made = _first_missing(self.path) if is_local(self.fs) else None
         self.lock.acquire()
         try:
             existing = self.listing()
@@ -245,12 +252,6 @@ class OutputDir:
         except BaseException:
             self._release_and_tidy()
             raise
-
-    def _any_object(self) -> bool:
-        try:
-            return bool(self.fs.exists(self.path))
-        except FileNotFoundError:
-            return False
 
     def _check_writable(self) -> None:
         try:
@@ -372,8 +373,8 @@ class OutputDir:
 
     def _release_and_tidy(self) -> None:
         self.lock.release()
-        if is_local(self.fs):
-            _remove_empty_dirs(self.path, keep_root=not self._created)
+        if self._made is not None:  # only folders this run made: a user's empty ones stay
+            _remove_empty_dirs(self._made, keep_root=False)
 
     def _remove(self, relative: list[str]) -> None:
         for rel in relative:
@@ -381,6 +382,14 @@ class OutputDir:
                 self.fs.rm(self.file(rel))
         if is_local(self.fs):
             _remove_empty_dirs(self.path, keep_root=True)
+
+
+def _first_missing(path: str) -> str | None:
+    """The top-most folder on the way to ``path`` (itself included) that does not exist yet."""
+    missing = None
+    while path and not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
 
 
 def _remove_empty_dirs(root: str, *, keep_root: bool) -> None:

@@ -39,7 +39,9 @@ class Progress:
             if _isatty(self.stream):
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, file=self.stream)
+                self._bar = tqdm(
+                    total=total, initial=initial, unit=unit, desc=desc, file=self.stream
+                )
             else:
                 self._plain = True
 
@@ -67,7 +69,12 @@ class Progress:
         left = self.total - self.done
         eta = f", ETA {left / rate:.0f} s" if rate > 0 and left > 0 else ""
         pct = 100 * self.done / self.total if self.total else 100
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({pct:.0f}%), {rate:.1f} {self.unit}s/s{eta}", file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {self.done}/{self.total} {self.unit}s ({pct:.0f}%), "
+            f"{rate:.1f} {self.unit}s/s{eta}",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def _isatty(stream: IO[str]) -> bool:

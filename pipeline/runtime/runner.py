@@ -71,13 +71,15 @@ def run_tasks(
                     continue
                 if handles is None:
                     handles = tuple(executor.share(value) for value in shared)
-                future = executor.submit(fn, *task.args, *handles, key=f"dexport-{fn.__name__}-{run}-{task.key}")
+                future = executor.submit(
+                    fn, *task.args, *handles, key=f"dexport-{fn.__name__}-{run}-{task.key}"
+                )
                 in_flight[future] = task.key
             if not in_flight:
                 break
             for future in executor.wait(list(in_flight), timeout=1.0):
                 key = in_flight.pop(future)
-                results[key] = future.result()
+                results[key] = executor.result(future)
                 if hasattr(future, "release"):
                     future.release()
                 if progress:
@@ -92,7 +94,9 @@ def run_tasks(
             executor.drain(list(in_flight), DRAIN_TIMEOUT_S)
         executor.cancel(list(in_flight))
         if lost:
-            raise TemporaryFailure(f"{lost}; finished parts are kept: re-run with --resume") from None
+            raise TemporaryFailure(
+                f"{lost}; finished parts are kept: re-run with --resume"
+            ) from None
         raise
     finally:
         if progress:

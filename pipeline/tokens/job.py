@@ -23,7 +23,7 @@ from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS, format_of_file
 from pipeline.io.compression import compressed, compression_from_name, suffix
-from pipeline.io.storage import is_local, join, resolve
+from pipeline.io.storage import join, resolve
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -67,7 +67,9 @@ class TokenExport:
         file_fmt = self.single_file()
         if file_fmt:
             if self.format and self.format != file_fmt:
-                problems.append(f"--format {self.format} disagrees with the output file name {self.out!r}")
+                problems.append(
+                    f"--format {self.format} disagrees with the output file name {self.out!r}"
+                )
             self.format = file_fmt
             self.compression = self.compression or compression_from_name(self.out)
         self.format = self.format or "jsonl"
@@ -75,7 +77,11 @@ class TokenExport:
             problems.append(f"unknown format {self.format!r} (use {', '.join(FORMATS)})")
         fmt = FORMATS.get(self.format)
         if self.compression and fmt and not fmt.compressible:
-            problems.append(f"--compression applies to {' and '.join(f.name for f in FORMATS.values() if f.compressible)}, not {self.format}")
+            problems.append(
+                "--compression applies to "
+                f"{' and '.join(f.name for f in FORMATS.values() if f.compressible)}, "
+                f"not {self.format}"
+            )
         if self.compression not in (None, "gzip", "zstd"):
             problems.append(f"unknown compression {self.compression!r} (use gzip or zstd)")
         if self.content not in ("tokens", "text"):
@@ -83,7 +89,10 @@ class TokenExport:
         if self.content == "text" and self.tokenizer is None:
             problems.append("--text needs --tokenizer PATH (a local Hugging Face tokenizer folder)")
         if self.nested and fmt and not fmt.nestable:
-            problems.append(f"--nested needs {' or '.join(f.name for f in FORMATS.values() if f.nestable)} ({self.format} rows are flat and carry batch_id)")
+            problems.append(
+                f"--nested needs {' or '.join(f.name for f in FORMATS.values() if f.nestable)} "
+                f"({self.format} rows are flat and carry batch_id)"
+            )
         if self.chunk_size <= 0:
             problems.append("--chunk-size must be positive")
         if self.selection_kind != "documents" and self.run is None:
@@ -100,11 +109,15 @@ class TokenExport:
         return {
             "prefix": self.prefix,
             "selection": self.selection_kind,
-            "selection_value": None if self.selection_value is None else np.asarray(self.selection_value).tolist(),
+            "selection_value": None
+            if self.selection_value is None
+            else np.asarray(self.selection_value).tolist(),
             "records": len(selection),
             "run": self.run.as_params() if self.run else None,
             "content": self.content,
-            "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) or self.tokenizer is None else getattr(self.tokenizer, "name_or_path", "object"),
+            "tokenizer": self.tokenizer
+            if isinstance(self.tokenizer, str) or self.tokenizer is None
+            else getattr(self.tokenizer, "name_or_path", "object"),
             "skip_special_tokens": self.skip_special_tokens,
             "doc_details": self.doc_details,
             "nested": self.nested,
@@ -148,7 +161,14 @@ class ChunkTask:
     header: bool
 
 
-def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str, metadata: dict, detok: Any = None) -> PartRecord:
+def export_chunk(
+    task: ChunkTask,
+    spec: TokenExport,
+    out_fs: Any,
+    out_base: str,
+    metadata: dict,
+    detok: Any = None,
+) -> PartRecord:
     """Gather, convert and write one chunk (runs on a worker).
 
     ``detok`` is the driver's verified Detokenizer, shipped once per worker (its pickle leaves
@@ -205,14 +225,24 @@ def export_chunk(task: ChunkTask, spec: TokenExport, out_fs: Any, out_base: str,
 class _Planner:
     """Turns chunks into worker tasks (window plans or document ranges)."""
 
-    def __init__(self, spec: TokenExport, dataset: IndexedDataset, order, ext: str, single: bool) -> None:
-        self.spec, self.dataset, self.order, self.ext, self.single = spec, dataset, order, ext, single
+    def __init__(
+        self, spec: TokenExport, dataset: IndexedDataset, order, ext: str, single: bool
+    ) -> None:
+        self.spec, self.dataset, self.order, self.ext, self.single = (
+            spec,
+            dataset,
+            order,
+            ext,
+            single,
+        )
         self.options_json = json.dumps(spec.storage_options, sort_keys=True)
 
     def relative(self, part: int) -> str:
         return f"part-{part:05d}{self.ext}"
 
-    def tasks(self, chunks: Iterable[Chunk], done: Mapping[str, PartRecord], args: tuple) -> Iterator[Task]:
+    def tasks(
+        self, chunks: Iterable[Chunk], done: Mapping[str, PartRecord], args: tuple
+    ) -> Iterator[Task]:
         """Runner tasks, planned lazily (finished parts of a resumed run are not planned)."""
         for chunk in chunks:
             relative = self.relative(chunk.part)
@@ -222,7 +252,13 @@ class _Planner:
         details = None
         if self.order is not None:
             plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, chunk.ids)
-            starts, lengths, counts, width, pad = plan.starts, plan.lengths, plan.counts, plan.width, plan.pad_token
+            starts, lengths, counts, width, pad = (
+                plan.starts,
+                plan.lengths,
+                plan.counts,
+                plan.width,
+                plan.pad_token,
+            )
             if self.spec.doc_details:
                 details = self.order.doc_details(chunk.ids)
         else:
@@ -230,7 +266,21 @@ class _Planner:
             lengths = self.dataset.sizes[chunk.ids].astype(np.int64)
             counts, width, pad = None, None, 0
         header = not self.single or chunk.part == 0
-        return ChunkTask(chunk.part, self.relative(chunk.part), self.spec.prefix, self.options_json, chunk.ids, chunk.batch_ids, starts, lengths, counts, width, pad, details, header)
+        return ChunkTask(
+            chunk.part,
+            self.relative(chunk.part),
+            self.spec.prefix,
+            self.options_json,
+            chunk.ids,
+            chunk.batch_ids,
+            starts,
+            lengths,
+            counts,
+            width,
+            pad,
+            details,
+            header,
+        )
 
 
 @dataclass
@@ -252,9 +302,15 @@ class PreparedExport:
         return -(-n // step) if n else 0
 
 
-def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = None, order: Any = None) -> PreparedExport:
+def prepare_token_export(
+    spec: TokenExport, *, dataset: IndexedDataset | None = None, order: Any = None
+) -> PreparedExport:
     """Check everything that can be checked before a cluster starts or a byte is written."""
     spec.check()
+    inputs = [f"{spec.prefix}.bin", f"{spec.prefix}.idx"]
+    inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
+    inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
+    check_disjoint(spec.out, inputs, spec.storage_options)
     if spec.backend != "cpu":
         from gpu.backend import select_backend
 
@@ -275,10 +331,6 @@ def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = 
     )
     if spec.nested and not selection.has_batches:
         raise UserError("--nested applies to batch selections (--batches, --batch-range)")
-    inputs = [f"{spec.prefix}.bin", f"{spec.prefix}.idx"]
-    inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
-    inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
-    check_disjoint(spec.out, inputs, spec.storage_options)
     single = spec.single_file() is not None
     if single:
         _check_single_target(spec, spec.out.rstrip("/"))
@@ -286,7 +338,9 @@ def prepare_token_export(spec: TokenExport, *, dataset: IndexedDataset | None = 
     return PreparedExport(spec, dataset, order, selection, spec.params(selection), single, ext)
 
 
-def run_token_export(spec: TokenExport | PreparedExport, executor: Any, *, progress: bool = True) -> dict[str, Any]:
+def run_token_export(
+    spec: TokenExport | PreparedExport, executor: Any, *, progress: bool = True
+) -> dict[str, Any]:
     """Run a token export on ``executor`` (or a Dask client); returns the summary."""
     t0 = time.perf_counter()
     prepared = spec if isinstance(spec, PreparedExport) else prepare_token_export(spec)
@@ -297,12 +351,26 @@ def run_token_export(spec: TokenExport | PreparedExport, executor: Any, *, progr
     output = OutputDir(staging, spec.storage_options)
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
-    metadata = {"tool": "dexport", **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")}, "run": params["run"]}
+    metadata = {
+        "tool": "dexport",
+        **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")},
+        "run": params["run"],
+    }
     try:
-        tasks = planner.tasks(prepared.selection.chunks(spec.chunk_size), done, (spec, output.fs, output.path, metadata))
-        shared = (_detokenizer(spec.tokenizer, spec.skip_special_tokens),) if spec.content == "text" else ()
+        tasks = planner.tasks(
+            prepared.selection.chunks(spec.chunk_size),
+            done,
+            (spec, output.fs, output.path, metadata),
+        )
+        shared = (
+            (_detokenizer(spec.tokenizer, spec.skip_special_tokens),)
+            if spec.content == "text"
+            else ()
+        )
         bar = Progress(prepared.n_parts, "dexport tokens", initial=0, enabled=progress)
-        records = run_tasks(executor, export_chunk, tasks, shared=shared, finished=done, progress=bar)
+        records = run_tasks(
+            executor, export_chunk, tasks, shared=shared, finished=done, progress=bar
+        )
         totals = {
             "records": sum(r.extra["records"] for r in records),
             "rows": sum(r.rows for r in records),
@@ -319,18 +387,29 @@ def run_token_export(spec: TokenExport | PreparedExport, executor: Any, *, progr
         output.abandon(exc)
         raise
     seconds = time.perf_counter() - t0
-    return {**totals, "files": len(files), "out": out_url, "seconds": round(seconds, 3), "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0}
+    return {
+        **totals,
+        "files": len(files),
+        "out": out_url,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0,
+    }
 
 
 def _check_single_target(spec: TokenExport, out_url: str) -> None:
     fs, path = resolve(out_url, spec.storage_options)
-    if fs.isdir(path) and fs.exists(path) and (fs.ls(path) or not is_local(fs)):
-        raise UserError(f"output {out_url} is a folder; name a new file, or a folder without an extension for part files")
+    if fs.isdir(path):
+        raise UserError(
+            f"output {out_url} is a folder; name a new file, "
+            "or a folder without an extension for part files"
+        )
     if fs.exists(path) and not (spec.overwrite or spec.resume):
         raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
 
 
-def _assemble_single(spec: TokenExport, output: OutputDir, records: list[PartRecord], out_url: str) -> None:
+def _assemble_single(
+    spec: TokenExport, output: OutputDir, records: list[PartRecord], out_url: str
+) -> None:
     fs, target = resolve(out_url, spec.storage_options)
     sources = [output.file(r.path) for r in records]
     if not sources:

@@ -58,7 +58,13 @@ def test_results_in_task_order_whatever_finishes_first(executor):
 
 def test_finished_tasks_are_not_run_again(executor):
     tasks = [Task(f"t{i}", (i, 0.0)) for i in range(5)]
-    assert run_tasks(executor, square_after, tasks, finished={"t1": -1, "t3": -3}) == [0, -1, 4, -3, 16]
+    assert run_tasks(executor, square_after, tasks, finished={"t1": -1, "t3": -3}) == [
+        0,
+        -1,
+        4,
+        -3,
+        16,
+    ]
 
 
 def record_pull(i: int, pulled: list[int], seen: list[tuple[int, int]]) -> int:
@@ -92,7 +98,9 @@ def test_first_error_is_raised_as_is(executor):
 def test_shared_payload_is_sent_once_not_per_task(dask_client):
     Counting.sent = 0
     tasks = [Task(f"t{i}", (i,)) for i in range(12)]
-    assert run_tasks(DaskExecutor(dask_client), uses_payload, tasks, shared=(Counting(),)) == list(range(12))
+    assert run_tasks(DaskExecutor(dask_client), uses_payload, tasks, shared=(Counting(),)) == list(
+        range(12)
+    )
     assert Counting.sent <= 3  # scattered once (one pickle, maybe one per worker), not 12
 
 
@@ -102,7 +110,9 @@ def test_a_dask_cluster_without_workers_is_a_temporary_failure(monkeypatch):
     import pipeline.runtime.executor as executor_module
 
     monkeypatch.setattr(executor_module, "NO_WORKERS_TIMEOUT_S", 1.0)
-    with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         with Client(cluster, set_as_default=False) as client:
             ex = DaskExecutor(client)
             ex.slots = 2

@@ -34,7 +34,8 @@ def prefix(tmp_path_factory, byte_bpe_tokenizer_path) -> str:  # noqa: F811
 def test_unguarded_script_runs_and_ends(prefix, byte_bpe_tokenizer_path, tmp_path, start_method):  # noqa: F811
     out = tmp_path / "batches.jsonl"
     script = tmp_path / "tokensmith_style.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import multiprocessing
         multiprocessing.set_start_method({start_method!r}, force=True)
         from transformers import AutoTokenizer
@@ -47,8 +48,11 @@ def test_unguarded_script_runs_and_ends(prefix, byte_bpe_tokenizer_path, tmp_pat
         manager.export.export_batch_range(2, 5, 4, {str(out)!r}, tokenizer=tokenizer,
                                           include_doc_details=True, flatten_batches=True)
         print("done")
-    """))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    """)
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "done"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
