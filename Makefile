@@ -8,6 +8,7 @@ demo:
 test:
 	bash scripts/bootstrap.sh
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest -q
 
 lint:

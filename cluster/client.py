@@ -81,9 +81,30 @@ def get_client(
             # Closing the client disconnects; it does not shut the remote cluster down.
             connected.close()
     else:
-        with _start_cluster(backend, workers, threads_per_worker) as cluster:
+        cluster = _start_cluster(backend, workers, threads_per_worker)
+        try:
             with Client(cluster, set_as_default=set_as_default) as started:
                 yield started
+        finally:
+            _close_cluster(cluster)
+
+
+CLOSE_TIMEOUT_S = 20.0
+
+
+def _close_cluster(cluster: Cluster) -> None:
+    """Stop an embedded cluster, bounded in time.
+
+    After workers were killed and their nannies are still restarting them, ``close`` can wait
+    forever; past :data:`CLOSE_TIMEOUT_S` the worker processes are killed instead.
+    """
+    import multiprocessing
+
+    try:
+        cluster.close(timeout=CLOSE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - a cluster that will not stop is stopped by force
+        for child in multiprocessing.active_children():
+            child.kill()
 
 
 def dashboard_link(client: Client) -> str | None:
@@ -199,7 +220,7 @@ def _start_cluster(backend: str, workers: int | None, threads_per_worker: int) -
         "host": LOCALHOST,
         # Port 0: a free port, so several runs (and tests) on one machine never collide.
         "dashboard_address": f"{LOCALHOST}:0",
-        "silence_logs": logging.ERROR,
+        "silence_logs": logging.DEBUG if os.environ.get("DEXPORT_DEBUG") else logging.CRITICAL,
     }
     if backend == "gpu":
         try:
@@ -232,10 +253,15 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def _quiet_logs() -> None:
-    """distributed logs every worker start and stop at INFO; a user wants the summary only."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("distributed", "dask", "bokeh", "tornado"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    """Keep distributed's own logs off the terminal unless ``DEXPORT_DEBUG`` is set.
+
+    It logs every worker start and stop at INFO, and when workers are lost it logs a traceback
+    for each nanny restart cancelled at shutdown; dexport says what happened in one line.
+    """
+    level = logging.DEBUG if os.environ.get("DEXPORT_DEBUG") else logging.CRITICAL
+    for name in [*logging.root.manager.loggerDict, "distributed", "asyncio", "tornado"]:
+        if name.split(".")[0] in ("distributed", "dask", "bokeh", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(level)
 
 
 _quiet_logs()

@@ -194,7 +194,9 @@ def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputP
             f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
             "folder"
         )
-    # Refuse early (before an exact-count pass reads everything) when the output is taken.
+    # Refuse early (before an exact-count pass reads everything) when the output is taken:
+    # by a running export (exit 3, retry later), or by an earlier one (exit 2).
+    output.lock.ensure_free()
     if not (spec.overwrite or spec.resume):
         try:
             taken = output.fs.isdir(output.path) and bool(output.fs.ls(output.path))

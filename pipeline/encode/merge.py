@@ -108,7 +108,9 @@ class EncodeTarget:
         """Read-only: raise the UserError a run would meet; return a finished run's manifest.
 
         Called before a cluster is started, so a wrong ``--out`` costs nothing and writes nothing.
+        A run in progress on the same output is refused first (exit 3: retry later).
         """
+        self.staging.lock.ensure_free()
         existing, staged = self._state()
         if not self.megatron:
             if existing and not (overwrite or resume):

@@ -95,7 +95,11 @@ class DaskExecutor:
         """Finished futures (polls: ``as_completed`` has no timeout of its own)."""
         deadline = time.monotonic() + timeout
         while True:
-            ready = [f for f in self._completed.next_batch(block=False)] if self._completed.has_ready() else []
+            ready = (
+                [f for f in self._completed.next_batch(block=False)]
+                if self._completed.has_ready()
+                else []
+            )
             if ready or time.monotonic() >= deadline:
                 return ready
             time.sleep(0.02)
@@ -103,18 +107,23 @@ class DaskExecutor:
     def result(self, future: Any) -> Any:
         """A finished task's result (or its error, raised), waiting only while the cluster lives.
 
-        A result stays in its worker's memory until fetched. When that worker dies first, the
-        future goes back to pending and Dask runs the task again once a worker is back: with none
-        left, ``future.result()`` would wait forever. So wait for it here, checking the cluster.
+        A result stays in its worker's memory until fetched. When that worker dies first, Dask
+        runs the task again once a worker is back: with none left, ``future.result()`` would
+        wait forever. So fetch in bounded steps and check the cluster in between. (Fetching
+        with ``errors="skip"``: a fetch given up on then leaves no orphaned task that would log
+        an ``AllExit`` traceback when the future is cancelled.)
         """
         while True:
-            if future.done():
-                try:
-                    return future.result(timeout=10.0)
-                except TimeoutError:
-                    if future.status == "error":  # the task itself raised a TimeoutError
-                        raise
-            else:
+            if future.status in ("error", "cancelled"):
+                return future.result()  # raises the task's error
+            if future.status == "finished":
+                with contextlib.suppress(TimeoutError):
+                    got = self.client.sync(
+                        self.client._gather, [future], errors="skip", callback_timeout=10.0
+                    )
+                    if got:
+                        return got[0]
+            else:  # lost with its worker: computed again once a worker is back
                 time.sleep(0.05)
             self.check_alive()
 
@@ -127,13 +136,19 @@ class DaskExecutor:
         try:
             workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         except Exception as exc:  # noqa: BLE001 - any failure to reach the scheduler
-            raise TemporaryFailure(f"lost the Dask scheduler ({type(exc).__name__}); finished parts are kept: re-run with --resume") from None
+            raise TemporaryFailure(
+                f"lost the Dask scheduler ({type(exc).__name__}); "
+                "finished parts are kept: re-run with --resume"
+            ) from None
         if workers:
             self._no_workers_since = None
             return
         self._no_workers_since = self._no_workers_since or now
         if now - self._no_workers_since > NO_WORKERS_TIMEOUT_S:
-            raise TemporaryFailure(f"every Dask worker was lost and none came back in {NO_WORKERS_TIMEOUT_S:.0f} s; finished parts are kept: re-run with --resume")
+            raise TemporaryFailure(
+                f"every Dask worker was lost and none came back in {NO_WORKERS_TIMEOUT_S:.0f} s; "
+                "finished parts are kept: re-run with --resume"
+            )
 
     def cancel(self, futures: list[Any]) -> None:
         """Cancel tasks (a task already running on a worker runs to its end)."""
@@ -181,7 +196,9 @@ def open_executor(
         return
     from cluster.client import get_client
 
-    with get_client(scheduler=scheduler, scheduler_file=scheduler_file, workers=workers, backend=backend) as dask_client:
+    with get_client(
+        scheduler=scheduler, scheduler_file=scheduler_file, workers=workers, backend=backend
+    ) as dask_client:
         yield DaskExecutor(dask_client)
 
 

@@ -5,7 +5,8 @@ Layout of a run in progress::
     OUT/.dexport-lock                   the run holding the output (host, pid, heartbeat)
     OUT/part-00000.jsonl ...            data files, each published atomically
     OUT/.dexport-progress/params.json   the parameters of the run (resume must match them)
-    OUT/.dexport-progress/part-00000.jsonl.json   one record per completed part (rows, bytes, sha256)
+    OUT/.dexport-progress/part-00000.jsonl.json   one record per completed part
+                                        (rows, bytes, sha256)
 
 ``finalize`` writes ``_manifest.json`` (files, rows, bytes, sha256, parameters, version), drops
 the progress folder and releases the lock, so a directory without ``_manifest.json`` is
@@ -113,18 +114,38 @@ class OutputLock:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return canonical_json({"run": self.token, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()})
+        return canonical_json(
+            {
+                "run": self.token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "heartbeat": time.time(),
+            }
+        )
+
+    def ensure_free(self) -> None:
+        """Raise TemporaryFailure when a live run holds the lock (read-only check)."""
+        held = self._read()
+        if held is not None and not _stale(held):
+            self._refuse(held)
 
     def acquire(self) -> None:
         """Take the lock or raise TemporaryFailure naming the run that holds it."""
         held = self._read()
         if held is not None and not _stale(held):
-            beat = float(held.get("heartbeat", 0))
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
-            raise TemporaryFailure(
-                f"output {self.url} is in use by another dexport run (pid {held.get('pid')} on {held.get('host')}, alive at {since}); "
-                f"wait for it to finish, or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
-            )
+            self._refuse(held)
+        self._take(held)
+
+    def _refuse(self, held: dict[str, Any]) -> None:
+        beat = float(held.get("heartbeat", 0))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
+        raise TemporaryFailure(
+            f"output {self.url} is in use by another dexport run (pid {held.get('pid')} "
+            f"on {held.get('host')}, alive at {since}); wait for it to finish, "
+            f"or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
+        )
+
+    def _take(self, held: dict[str, Any] | None) -> None:
         if is_local(self.fs) and held is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             try:  # O_EXCL: of two runs starting together, exactly one creates the lock
@@ -198,7 +219,13 @@ class OutputDir:
     job's own file names, beyond part files, that an interrupted run may have left.
     """
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *, owned: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        owned: tuple[str, ...] = (),
+    ) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.fs, self.path = resolve(self.url, self.storage_options)
@@ -217,20 +244,33 @@ class OutputDir:
 
     def listing(self) -> list[str]:
         """Every file under the directory (relative paths), the lock excepted."""
-        with contextlib.suppress(Exception):
-            self.fs.invalidate_cache(self.path)  # S3 listings are cached per filesystem object
+        self._forget_listings()
         try:
             found = [p for p in self.fs.find(self.path, withdirs=False) if p != self.path]
         except FileNotFoundError:
             return []
+        finally:
+            self._forget_listings()  # or files workers write later look missing (on S3)
         return [r for r in (self._relative(p) for p in found) if r and r != LOCK]
+
+    def _forget_listings(self) -> None:
+        """Drop the folder listings s3fs caches per filesystem object.
+
+        ``find`` fills that cache for every sub-folder (``train/``, …) and never refreshes an
+        entry already there, and ``open``/``cat_file``/``exists`` trust it: a part published
+        by a worker after a listing would then be "not found" here. (Local: a no-op.)
+        """
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache()
 
     def exists(self) -> bool:
         """True when the directory holds any file (the lock aside)."""
         return bool(self.listing())
 
     # -- lifecycle ------------------------------------------------------------------------
-    def prepare(self, params: dict[str, Any], *, overwrite: bool = False, resume: bool = False) -> dict[str, PartRecord]:
+    def prepare(
+        self, params: dict[str, Any], *, overwrite: bool = False, resume: bool = False
+    ) -> dict[str, PartRecord]:
         """Lock the directory and make it ready; return parts already completed (``resume``)."""
         if overwrite and resume:
             raise UserError("--overwrite and --resume exclude each other; pass one of them")
@@ -244,10 +284,15 @@ class OutputDir:
                 self.fresh = not done
                 return done
             if existing and not overwrite:
-                raise UserError(f"output {self.url} already exists and is not empty; pass --overwrite to replace it or --resume to finish an interrupted run")
+                raise UserError(
+                    f"output {self.url} already exists and is not empty; "
+                    "pass --overwrite to replace it or --resume to finish an interrupted run"
+                )
             if existing:
                 self._remove(self.owned_files(existing))
-            write_bytes_atomic(self.fs, self.file(f"{PROGRESS}/params.json"), canonical_json(params))
+            write_bytes_atomic(
+                self.fs, self.file(f"{PROGRESS}/params.json"), canonical_json(params)
+            )
             return {}
         except BaseException:
             self._release_and_tidy()
@@ -256,28 +301,47 @@ class OutputDir:
     def _check_writable(self) -> None:
         try:
             if self.fs.isfile(self.path):
-                raise UserError(f"output {self.url} is a file; pass a directory (or a file name with a known extension for one file)")
+                raise UserError(
+                    f"output {self.url} is a file; pass a directory "
+                    "(or a file name with a known extension for one file)"
+                )
         except PermissionError as exc:
-            raise UserError(f"no permission to read {self.url} ({exc}); check the credentials or --storage-options") from None
+            raise UserError(
+                f"no permission to read {self.url} ({exc}); "
+                "check the credentials or --storage-options"
+            ) from None
 
     def owned_files(self, existing: list[str]) -> list[str]:
-        """The files of ``existing`` dexport wrote; UserError when the folder holds anything else."""
+        """The files of ``existing`` dexport wrote; UserError when it holds anything else."""
         manifest = self._read_json(MANIFEST)
         has_progress = any(p.startswith(f"{PROGRESS}/") for p in existing)
-        if not has_progress and not (isinstance(manifest, dict) and manifest.get("tool") == "dexport"):
+        if not has_progress and not (
+            isinstance(manifest, dict) and manifest.get("tool") == "dexport"
+        ):
             sample = ", ".join(sorted(existing)[:3])
             raise UserError(
-                f"--overwrite refused: {self.url} was not written by dexport (it holds {sample}{' …' if len(existing) > 3 else ''}); "
+                f"--overwrite refused: {self.url} was not written by dexport "
+                f"(it holds {sample}{' …' if len(existing) > 3 else ''}); "
                 "pick another --out or move those files away"
             )
-        listed = {MANIFEST} | {f["path"] for f in (manifest or {}).get("files", [])} if isinstance(manifest, dict) else set()
+        listed = (
+            {MANIFEST} | {f["path"] for f in (manifest or {}).get("files", [])}
+            if isinstance(manifest, dict)
+            else set()
+        )
         owned, foreign = [], []
         for rel in existing:
-            mine = rel in listed or rel.startswith(f"{PROGRESS}/") or TEMP_NAME.search(rel) or (has_progress and any(p.match(rel) for p in self.owned))
+            mine = (
+                rel in listed
+                or rel.startswith(f"{PROGRESS}/")
+                or TEMP_NAME.search(rel)
+                or (has_progress and any(p.match(rel) for p in self.owned))
+            )
             (owned if mine else foreign).append(rel)
         if foreign:
             raise UserError(
-                f"--overwrite refused: {self.url} holds files dexport did not write ({', '.join(sorted(foreign)[:3])}); "
+                f"--overwrite refused: {self.url} holds files dexport did not write "
+                f"({', '.join(sorted(foreign)[:3])}); "
                 "move them away or pick another --out"
             )
         return owned
@@ -288,24 +352,39 @@ class OutputDir:
         except (FileNotFoundError, ValueError):
             return None
 
-    def _completed_parts(self, params: dict[str, Any], existing: list[str]) -> dict[str, PartRecord]:
+    def _completed_parts(
+        self, params: dict[str, Any], existing: list[str]
+    ) -> dict[str, PartRecord]:
         params_path = self.file(f"{PROGRESS}/params.json")
         if MANIFEST in existing and f"{PROGRESS}/params.json" not in existing:
             manifest = self._read_json(MANIFEST) or {}
             if manifest.get("parameters") != json.loads(canonical_json(params)):
-                raise UserError(f"output {self.url} is a finished run with other parameters; pass --overwrite to replace it")
+                raise UserError(
+                    f"output {self.url} is a finished run with other parameters; "
+                    "pass --overwrite to replace it"
+                )
             return {f["path"]: PartRecord(**f) for f in manifest["files"]}
         if f"{PROGRESS}/params.json" not in existing:
-            raise UserError(f"output {self.url} holds no interrupted dexport run to resume; pass --overwrite to replace it")
+            raise UserError(
+                f"output {self.url} holds no interrupted dexport run to resume; "
+                "pass --overwrite to replace it"
+            )
         previous = json.loads(self.fs.cat_file(params_path))
         if previous != json.loads(canonical_json(params)):
-            changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
-            raise UserError(f"--resume with other parameters than the interrupted run (differs: {', '.join(changed)}); repeat the original command or pass --overwrite")
+            changed = sorted(
+                k for k in set(previous) | set(params) if previous.get(k) != params.get(k)
+            )
+            raise UserError(
+                f"--resume with other parameters than the interrupted run "
+                f"(differs: {', '.join(changed)}); repeat the original command or pass --overwrite"
+            )
         self._remove([rel for rel in existing if TEMP_NAME.search(rel)])  # killed runs' temporaries
         present = set(existing)
         done: dict[str, PartRecord] = {}
         for rel in existing:
             if not rel.startswith(f"{PROGRESS}/") or rel == f"{PROGRESS}/params.json":
+                continue
+            if TEMP_NAME.search(rel):  # a record cut by the kill, removed just above
                 continue
             record = PartRecord(**json.loads(self.fs.cat_file(self.file(rel))))
             if record.path in present and self._intact(record):
@@ -329,7 +408,14 @@ class OutputDir:
         """Publish ``relative`` atomically with ``write(handle) -> (rows, extra)`` and record it."""
         return write_part(self.fs, self.path, relative, write)
 
-    def finalize(self, params: dict[str, Any], job: str, parts: list[PartRecord], totals: dict[str, Any], extra_files: list[PartRecord] = ()) -> dict[str, Any]:
+    def finalize(
+        self,
+        params: dict[str, Any],
+        job: str,
+        parts: list[PartRecord],
+        totals: dict[str, Any],
+        extra_files: list[PartRecord] = (),
+    ) -> dict[str, Any]:
         """Write ``_manifest.json`` (last), drop the progress records and release the lock."""
         files = sorted([*parts, *extra_files], key=lambda r: r.path)
         manifest = {
@@ -360,7 +446,15 @@ class OutputDir:
         try:
             if isinstance(exc, UserError) and self.fresh:
                 existing = self.listing()
-                self._remove([rel for rel in existing if rel.startswith(f"{PROGRESS}/") or TEMP_NAME.search(rel) or any(p.match(rel) for p in self.owned)])
+                self._remove(
+                    [
+                        rel
+                        for rel in existing
+                        if rel.startswith(f"{PROGRESS}/")
+                        or TEMP_NAME.search(rel)
+                        or any(p.match(rel) for p in self.owned)
+                    ]
+                )
         finally:
             self._release_and_tidy()
 
@@ -413,7 +507,13 @@ def write_part(fs: fsspec.AbstractFileSystem, base: str, relative: str, write: A
     return record
 
 
-def check_disjoint(out: str, inputs: list[str], storage_options: dict[str, Any] | None = None, *, what: str = "--out") -> None:
+def check_disjoint(
+    out: str,
+    inputs: list[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    what: str = "--out",
+) -> None:
     """Refuse an output that equals, contains or lies inside an input (file, prefix or folder).
 
     ``inputs`` are paths or URLs; a dataset prefix ``data/ds`` stands for ``data/ds.bin`` and
@@ -429,8 +529,14 @@ def check_disjoint(out: str, inputs: list[str], storage_options: dict[str, Any] 
             continue
         source = _canonical(in_fs, in_path)
         if target == source or source.startswith(target + "/") or target.startswith(source + "/"):
-            relation = "is" if target == source else ("contains" if source.startswith(target + "/") else "lies inside")
-            raise UserError(f"{what} {out} {relation} the input {item}; write the export somewhere else")
+            relation = (
+                "is"
+                if target == source
+                else ("contains" if source.startswith(target + "/") else "lies inside")
+            )
+            raise UserError(
+                f"{what} {out} {relation} the input {item}; write the export somewhere else"
+            )
 
 
 def _canonical(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -332,6 +332,8 @@ def prepare_token_export(
     if spec.nested and not selection.has_batches:
         raise UserError("--nested applies to batch selections (--batches, --batch-range)")
     single = spec.single_file() is not None
+    staging = f"{spec.out.rstrip('/')}{STAGING_SUFFIX if single else ''}"
+    OutputDir(staging, spec.storage_options).lock.ensure_free()  # a run in progress: exit 3
     if single:
         _check_single_target(spec, spec.out.rstrip("/"))
     ext = f".{spec.format}{suffix(spec.compression)}"
