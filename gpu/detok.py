@@ -11,6 +11,8 @@ chain is not one the table models, or the check finds any difference, it falls b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from typing import Any
@@ -94,16 +96,36 @@ class Detokenizer:
         verify: bool = True,
         threads: int | None = None,
     ) -> Detokenizer:
-        """Load ``AutoTokenizer.from_pretrained(path)`` from local files and wrap it.
+        """Load a local tokenizer (a ``save_pretrained`` folder or a ``tokenizer.json``), wrapped.
 
-        ``path`` is a tokenizer directory (or a name already in the Hugging Face cache);
-        nothing is downloaded. A missing or unloadable tokenizer raises
-        :class:`~gpu.errors.BackendError`.
+        Nothing is downloaded. The first load of a tokenizer goes through transformers
+        (``AutoTokenizer.from_pretrained``), builds the byte table and checks it against
+        ``tokenizer.decode``; a checked table is cached on disk (:func:`cache_dir`, keyed by the
+        sha256 of the tokenizer's files and the library versions), so later loads read the table
+        alone — no transformers, no torch, no check: a fraction of a second. A missing or
+        unloadable tokenizer raises :class:`~gpu.errors.BackendError`.
         """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise BackendError(
+                f"tokenizer {path!r} not found; pass --tokenizer a local folder holding "
+                "tokenizer.json (as saved by save_pretrained) or a tokenizer.json file"
+            )
+        key = _cache_key(path, skip_special_tokens)
+        cached = _load_cached(key, name=path, skip_special_tokens=skip_special_tokens)
+        if cached is not None:
+            cached.threads = 1 if threads is None else max(1, int(threads))
+            return cached
         try:
-            from transformers import AutoTokenizer
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            if os.path.isdir(path):
+                from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            else:
+                from transformers import PreTrainedTokenizerFast
+
+                tokenizer = PreTrainedTokenizerFast(tokenizer_file=path)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = "" if os.path.exists(str(path)) else " (no such directory)"
@@ -111,13 +133,16 @@ class Detokenizer:
                 f"cannot load tokenizer {str(path)!r}{hint}: {reason[:200]}; pass --tokenizer a "
                 "directory holding tokenizer.json / tokenizer_config.json"
             ) from None
-        return cls(
+        detok = cls(
             tokenizer,
             skip_special_tokens=skip_special_tokens,
             name=str(path),
             verify=verify,
             threads=threads,
         )
+        if verify and detok.exact_fast_path:
+            _save_cached(key, detok)
+        return detok
 
     @classmethod
     def from_tokenizer(
@@ -256,6 +281,107 @@ class Detokenizer:
             "byte table" if self.exact_fast_path else f"tokenizer.decode ({self.fallback_reason})"
         )
         return f"Detokenizer({self.name!r}, vocab_size={self.vocab_size}, {path})"
+
+
+# -- the on-disk cache of checked byte tables ----------------------------------------------------
+# Bump when the table layout or the checks change: old entries are then ignored.
+TABLE_CACHE_VERSION = 1
+_TABLE_ARRAYS = ("data", "rest_off", "first_off", "rest_kind", "first_kind")
+
+
+def cache_dir() -> str | None:
+    """Where checked byte tables are cached: ``$DEXPORT_CACHE_DIR`` (``none`` turns it off),
+    else ``$XDG_CACHE_HOME/dexport`` or ``~/.cache/dexport``; the tables go in ``byte-tables/``."""
+    root = os.environ.get("DEXPORT_CACHE_DIR")
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "dexport")
+    if root.strip().lower() in ("", "none", "off"):
+        return None
+    return os.path.join(root, "byte-tables")
+
+
+def _cache_key(path: str, skip_special_tokens: bool) -> str | None:
+    """sha256 over the tokenizer's files, the libraries that decode it and the table version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if cache_dir() is None:
+        return None
+    digest = hashlib.sha256(f"v{TABLE_CACHE_VERSION} skip={skip_special_tokens}".encode())
+    for package in ("tokenizers", "transformers"):
+        try:
+            digest.update(f" {package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f" {package}=none".encode())
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+        paths = [os.path.join(path, f) for f in files]
+    else:
+        paths = [path]
+    for file in paths:
+        digest.update(f"\n{os.path.basename(file)}\n".encode())
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_cached(key: str | None, *, name: str, skip_special_tokens: bool) -> Detokenizer | None:
+    folder = cache_dir()
+    if key is None or folder is None:
+        return None
+    try:
+        with np.load(os.path.join(folder, f"{key}.npz"), allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in _TABLE_ARRAYS}
+            meta = json.loads(str(stored["meta"]))
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: build it again
+    table = ByteTable(
+        **arrays,
+        lossy=bool(meta["lossy"]),
+        strip_char=int(meta["strip_char"]),
+        strip_count=int(meta["strip_count"]),
+        decoder_chain=str(meta["decoder_chain"]),
+    )
+    detok = Detokenizer.__new__(Detokenizer)
+    detok.tokenizer = None
+    detok.threads = 1
+    detok.skip_special_tokens = skip_special_tokens
+    detok.name = name
+    detok.table = table
+    detok.cleanup = bool(meta["cleanup"])
+    detok.fallback_reason = ""
+    detok.exact_fast_path = True
+    detok.vocab_size = table.vocab_size
+    detok._rules = pack_rules(CLEANUP_RULES if detok.cleanup else ())
+    return detok
+
+
+def _save_cached(key: str | None, detok: Detokenizer) -> None:
+    folder = cache_dir()
+    if key is None or folder is None or detok.table is None:
+        return
+    table = detok.table
+    meta = {
+        "lossy": table.lossy,
+        "strip_char": table.strip_char,
+        "strip_count": table.strip_count,
+        "decoder_chain": table.decoder_chain,
+        "cleanup": detok.cleanup,
+        "tokenizer": detok.name,
+    }
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{key}.{os.getpid()}.tmp.npz")
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                meta=np.array(json.dumps(meta)),
+                **{k: getattr(table, k) for k in _TABLE_ARRAYS},
+            )
+        os.replace(tmp, os.path.join(folder, f"{key}.npz"))
+    except OSError as exc:  # a read-only home is no reason to fail the export
+        log.debug("byte table not cached: %s", exc)
 
 
 def _anchor_id(table: ByteTable) -> int:

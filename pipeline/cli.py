@@ -24,10 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
             "Export ML training data (Megatron/GPT-NeoX token datasets, curated corpora) on Dask."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"dexport {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dexport")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "0+unknown"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,6 +18,19 @@ class UserError(ValueError):
     exit_code = 2
 
 
+class SelectionOutOfRange(UserError, IndexError):
+    """An id or range outside the data (exit status 2).
+
+    Also an IndexError: code written for TokenSmith catches an id past the end with
+    ``except IndexError`` (and a bad argument with ``except ValueError``); both keep working.
+    """
+
+
+class NotSupported(UserError, NotImplementedError):
+    """A TokenSmith feature dexport does not provide (exit status 2); the message says where to
+    do it instead. Also a NotImplementedError."""
+
+
 class TemporaryFailure(RuntimeError):
     """Storage or cluster lost or unreachable, output locked: retry later with ``--resume`` (3)."""
 
@@ -40,3 +53,13 @@ def exit_code_of(exc: BaseException) -> int | None:
     """The exit status an exception asks for, or None for a bug (which keeps its traceback)."""
     code = getattr(exc, "exit_code", None)
     return code if isinstance(code, int) else None
+
+
+class CorruptInput(UserError):
+    """An input file that is not what its name says: a truncated or corrupt gzip/zstd stream,
+    a plain file named ``.gz`` (exit status 2). The message names the file and, where known,
+    the byte offset of the problem."""
+
+
+class StorageUnreachable(TemporaryFailure):
+    """The storage endpoint cannot be reached (connection refused, timed out): exit status 3."""

@@ -12,10 +12,12 @@ fi
 echo "dexport: setting up $VENV (pinned dependencies from requirements/test.lock)" >&2
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv==0.13.8
+# --compile-bytecode: uv does not write .pyc files by default, and with PYTHONDONTWRITEBYTECODE
+# set (as on these machines) every run would compile its imports from source again (~1 s).
 # torch is pinned to the CPU build (2.13.0+cpu); on these machines its wheel lies in /opt/wheels.
 # uv does not read pip's configuration, so the folder is named here.
 FIND_LINKS=()
 [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
-"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${FIND_LINKS[@]}" -r requirements/test.lock
+"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${FIND_LINKS[@]}" --compile-bytecode -r requirements/test.lock
 "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
 echo "$want" > "$STAMP"

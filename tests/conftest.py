@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ _AWS_ENV = pytest.MonkeyPatch()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Byte tables cached by earlier runs (the user's ~/.cache/dexport) must not stand in for the
+    # check against transformers that these tests exercise: one fresh cache per test session.
+    _AWS_ENV.setenv("DEXPORT_CACHE_DIR", tempfile.mkdtemp(prefix="dexport-test-cache-"))
     for name, value in services.isolated_aws_environment().items():
         if value is None:
             _AWS_ENV.delenv(name, raising=False)

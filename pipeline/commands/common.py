@@ -72,8 +72,12 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def executor_from_args(args: argparse.Namespace, *, tasks: int | None = None) -> Iterator[Any]:
-    """Where the run's tasks go: in this process for a small job, else Dask as the flags ask."""
+def executor_from_args(
+    args: argparse.Namespace, *, tasks: int | None = None, threads: bool = False
+) -> Iterator[Any]:
+    """Where the run's tasks go: Dask when the flags name a cluster; otherwise this process for
+    a small job, or for any job whose tasks run in GIL-free kernels (``threads=True``), and an
+    embedded cluster for the rest."""
     from pipeline.runtime.executor import open_executor
 
     with open_executor(
@@ -82,5 +86,6 @@ def executor_from_args(args: argparse.Namespace, *, tasks: int | None = None) ->
         workers=getattr(args, "workers", None),
         backend=getattr(args, "backend", "cpu"),
         tasks=tasks,
+        in_process=threads or None,
     ) as executor:
         yield executor

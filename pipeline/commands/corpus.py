@@ -32,6 +32,17 @@ def parse_size(text: str) -> int:
         ) from None
 
 
+def parse_fraction(text: str) -> float:
+    """A number between 0 and 1 (``--max-reject-fraction``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.5)")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport corpus``."""
     p = sub.add_parser(
@@ -113,6 +124,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="exit with status 1 when any record was rejected"
     )
     p.add_argument(
+        "--max-reject-fraction",
+        type=parse_fraction,
+        default=0.5,
+        metavar="F",
+        help=(
+            "exit with status 1 when more than this fraction of the records is rejected, or all "
+            "of them (default 0.5; the output is still written)"
+        ),
+    )
+    p.add_argument(
         "--no-card", dest="card", action="store_false", help="do not write README.md and histograms"
     )
     add_cluster_args(p)
@@ -161,6 +182,7 @@ def build_spec(args: argparse.Namespace) -> Any:
         storage_options=options,
         card=args.card,
         command="dexport corpus " + " ".join(shlex.quote(a) for a in _command_args(args)),
+        max_reject_fraction=args.max_reject_fraction,
     )
     if split is not None:
         spec.split = split
@@ -199,19 +221,27 @@ def _command_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the export; 0 on success, 1 with --strict when records were rejected."""
+    """Run the export; 0 on success, 1 with --strict when records were rejected, or when too
+    many were (``--max-reject-fraction``). The summary goes to stderr (stdout stays free)."""
     from cluster.client import dashboard_link
     from pipeline.corpus.job import plan_corpus_export, run_corpus_export
+    from pipeline.errors import DataCheckFailed
+    from pipeline.io.storage import storage_errors
 
-    plan = plan_corpus_export(
-        build_spec(args)
-    )  # input and output problems before any cluster starts
-    with executor_from_args(args, tasks=len(plan.partitions)) as executor:
-        link = dashboard_link(executor.client) if executor.name == "dask" else None
-        if link and (args.scheduler or args.scheduler_file):
-            print(f"dexport: dashboard {link}", file=sys.stderr)
-        summary = run_corpus_export(plan, executor, progress=True)
-    print(format_summary(summary))
+    with storage_errors():
+        # Input and output problems before any cluster starts.
+        plan = plan_corpus_export(build_spec(args))
+        with executor_from_args(args, tasks=len(plan.partitions)) as executor:
+            link = dashboard_link(executor.client) if executor.name == "dask" else None
+            if link and (args.scheduler or args.scheduler_file):
+                print(f"dexport: dashboard {link}", file=sys.stderr)
+            try:
+                summary = run_corpus_export(plan, executor, progress=True)
+            except DataCheckFailed as exc:
+                if getattr(exc, "summary", None):
+                    print(format_summary(exc.summary), file=sys.stderr)
+                raise
+    print(format_summary(summary), file=sys.stderr)
     if args.strict and summary["rejected"]:
         print(
             f"dexport: {summary['rejected']:,} records rejected (--strict); "

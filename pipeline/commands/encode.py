@@ -34,6 +34,17 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def parse_fraction(text: str) -> float:
+    """A number between 0 and 1 (``--max-reject-fraction``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.5)")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``dexport encode``."""
     p = sub.add_parser(
@@ -101,6 +112,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any record was rejected"
     )
+    p.add_argument(
+        "--max-reject-fraction",
+        type=parse_fraction,
+        default=0.5,
+        metavar="F",
+        help=(
+            "exit with status 1 when more than this fraction of the records is rejected, or all "
+            "of them (default 0.5; the dataset is still written)"
+        ),
+    )
     group = p.add_argument_group("output")
     group.add_argument(
         "--partition-size",
@@ -127,9 +148,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, run the job on the cluster, print the summary."""
-    from pipeline.encode.job import EncodeJob, run_encode
+    from pipeline.encode.job import run_encode
+    from pipeline.errors import DataCheckFailed
+    from pipeline.io.storage import storage_errors
 
-    job = EncodeJob(
+    with storage_errors():
+        job = _job(args)
+        job.check()  # inputs, output and flags, then the tokenizer, before a cluster is started
+        with executor_from_args(args, tasks=len(job.partitions or ())) as executor:
+            try:
+                summary = run_encode(job, executor)
+            except DataCheckFailed as exc:
+                if getattr(exc, "summary", None):
+                    print_summary(exc.summary)
+                raise
+    print_summary(summary)
+    return 1 if args.strict and summary["rejected_total"] else 0
+
+
+def _job(args: argparse.Namespace) -> Any:
+    from pipeline.encode.job import EncodeJob
+
+    return EncodeJob(
         inputs=list(args.inputs),
         out=args.out,
         tokenizer=args.tokenizer,
@@ -143,12 +183,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         storage_options=storage_options(args),
+        max_reject_fraction=args.max_reject_fraction,
     )
-    job.check()  # tokenizer, inputs and flags, before a cluster is started
-    with executor_from_args(args, tasks=len(job.partitions or ())) as executor:
-        summary = run_encode(job, executor)
-    print_summary(summary)
-    return 1 if args.strict and summary["rejected_total"] else 0
 
 
 def print_summary(summary: dict[str, Any]) -> None:

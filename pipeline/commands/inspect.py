@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pipeline.commands.common import storage_options
-from pipeline.commands.tokens import add_training_run_args, training_run
+from pipeline.commands.tokens import add_training_run_args, report_order, training_run
 from pipeline.errors import UserError
 
 
@@ -53,9 +53,40 @@ def run(args: argparse.Namespace) -> int:
         "tokens": f"{dataset.num_tokens:,}",
     }
     run_ = training_run(args)
-    order = None
+    order = ids = None
+    if args.document is not None and not 0 <= args.document < len(dataset):
+        raise UserError(
+            f"document {args.document} is out of range: the dataset has {len(dataset)} "
+            f"documents (0..{len(dataset) - 1})"
+        )
+    if (args.sequence is not None or args.batch is not None) and run_ is None:
+        raise UserError(
+            "--sequence and --batch need the training run: pass --seq-len, --seed and "
+            "--num-samples or --train-iters/--batch-size"
+        )
+    if args.batch is not None and not run_.batch_size:
+        raise UserError("--batch needs --batch-size B")
     if run_ is not None:
-        order = open_sample_order(dataset, run_)
+        order = open_sample_order(dataset, run_, defer_save=True)
+        if args.batch is not None:
+            size, n_batches = run_.batch_size, len(order) // run_.batch_size
+            if not 0 <= args.batch < n_batches:
+                raise UserError(
+                    f"batch {args.batch} is out of range: {len(order)} samples make {n_batches} "
+                    f"full batches of {size} (0..{n_batches - 1})"
+                )
+            ids = np.arange(args.batch * size, (args.batch + 1) * size)
+        elif args.sequence is not None:
+            ids = order.check_ids(np.array([args.sequence]))
+    detok = None
+    if args.tokenizer:
+        from gpu.detok import Detokenizer
+
+        detok = Detokenizer.from_pretrained(
+            args.tokenizer, skip_special_tokens=args.skip_special_tokens
+        )
+    if order is not None:
+        report_order(order)  # every check passed: save a built order, say what was done
         used = np.unique(np.asarray(order.doc_idx))
         facts["convention"] = run_.convention
         facts["split"] = f"{run_.split} ({len(used):,} documents)"
@@ -66,30 +97,9 @@ def run(args: argparse.Namespace) -> int:
     width = max(map(len, facts))
     for key, value in facts.items():
         print(f"{key:<{width}}  {value}")
-    detok = None
-    if args.tokenizer:
-        from gpu.detok import Detokenizer
-
-        detok = Detokenizer.from_pretrained(
-            args.tokenizer, skip_special_tokens=args.skip_special_tokens
-        )
     if args.document is not None:
-        if not 0 <= args.document < len(dataset):
-            raise UserError(f"document {args.document} is out of range (0..{len(dataset) - 1})")
         _show(f"document {args.document}", dataset.sequence(args.document), detok)
-    elif args.sequence is not None or args.batch is not None:
-        if order is None:
-            raise UserError(
-                "--sequence and --batch need the training run: pass --seq-len, --seed and "
-                "--num-samples or --train-iters/--batch-size"
-            )
-        if args.batch is not None:
-            if not run_.batch_size:
-                raise UserError("--batch needs --batch-size B")
-            ids = np.arange(args.batch * run_.batch_size, (args.batch + 1) * run_.batch_size)
-        else:
-            ids = np.array([args.sequence])
-        ids = order.check_ids(ids)
+    elif ids is not None:
         windows = order.windows(dataset, ids)
         details = order.doc_details(ids)
         for row, sample_id in enumerate(ids.tolist()):

@@ -32,17 +32,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print (or write) the recomputed statistics; 1 when they differ from the stored ones."""
     from pipeline.commands.common import storage_options
+    from pipeline.io.storage import check_reachable, storage_errors
+
+    with storage_errors(args.path):
+        options = storage_options(args)
+        check_reachable([args.path], options)
+        return _run(args, options)
+
+
+def _run(args: argparse.Namespace, options: dict) -> int:
+    from pipeline.errors import DataCheckFailed, UserError
     from pipeline.io.storage import resolve
     from pipeline.validate.api import corpus_stats
 
-    options = storage_options(args)
     stats = corpus_stats(args.path, options, tokenizer=args.tokenizer)
+    invalid = stats.get("records_without_text") or 0
+    if invalid and not stats.get("total_documents"):
+        raise UserError(
+            f"{args.path} holds no corpus records ({invalid:,} lines without a text field); pass "
+            "a corpus export or a JSONL/Parquet file of records"
+        )
     text = json.dumps(stats, indent=2, ensure_ascii=False)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
     else:
         print(text)
+    if invalid:
+        raise DataCheckFailed(
+            f"{invalid:,} lines of {args.path} are not corpus records (no text field); the "
+            "statistics leave them out"
+        )
     fs, path = resolve(args.path, options)
     stored_path = f"{path.rstrip('/')}/dataset_stats.json"
     if fs.isdir(path) and fs.exists(stored_path):

@@ -28,9 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the summary table."""
     from pipeline.commands.common import storage_options
+    from pipeline.io.storage import check_reachable, storage_errors
     from pipeline.validate.api import pipeline_summary
 
-    rows = pipeline_summary(args.dirs, storage_options(args))
+    with storage_errors():
+        options = storage_options(args)
+        check_reachable(args.dirs, options)
+        rows = pipeline_summary(args.dirs, options)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -49,8 +49,15 @@ def add_training_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--packing",
         default="packed",
-        choices=("packed", "pack_until_overflow", "unpacked"),
+        # GPT-NeoX's "unpacked" needs a label dataset, which dexport does not read: not offered.
+        choices=("packed", "pack_until_overflow"),
         help="GPT-NeoX packing (default packed)",
+    )
+    group.add_argument(
+        "--build-index",
+        action="store_true",
+        help="build the training order even when the index location holds index files of this "
+        "dataset for other parameters only (default: stop and name the closest)",
     )
     group.add_argument(
         "--no-extra-token",
@@ -83,6 +90,7 @@ def training_run(args: argparse.Namespace) -> TrainingRun | None:
         extra_token=not args.no_extra_token,
         index_prefix=args.index,
         storage_options=storage_options(args),
+        build_index=args.build_index,
     )
 
 
@@ -166,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
     from pipeline.tokens.selection import parse_cli_selection
 
+    check_out(args.out)
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
     spec = TokenExport(
@@ -187,11 +196,41 @@ def run(args: argparse.Namespace) -> int:
         storage_options=storage_options(args),
         backend=args.backend,
     )
-    prepared = prepare_token_export(spec)  # every check before a cluster starts
-    with executor_from_args(args, tasks=prepared.n_parts) as executor:
+    dataset = order = None
+    if kind != "documents":
+        from pipeline.formats.indexed_dataset import IndexedDataset
+        from pipeline.tokens.source import open_sample_order
+
+        spec.check()  # arguments first: no order is built for a command line that is wrong
+        dataset = IndexedDataset(spec.prefix, spec.storage_options)
+        order = open_sample_order(dataset, spec.run, defer_save=True)
+    # every check before a cluster starts
+    prepared = prepare_token_export(spec, dataset=dataset, order=order)
+    report_order(order)
+    # Token export tasks spend their time in GIL-free code (pread gathers, the numba detokenizer,
+    # byte-level writers): threads of this process beat worker processes at every size, with no
+    # cluster to start and the byte table loaded once.
+    with executor_from_args(args, tasks=prepared.n_parts, threads=True) as executor:
         summary = run_token_export(prepared, executor)
     print_summary(summary)
     return 0
+
+
+def check_out(out: str) -> None:
+    """Refuse ``--out`` values that cannot name an export (before anything is read)."""
+    if out.strip() in ("-", ""):
+        raise UserError(
+            f"--out {out!r} is not a place to write: exports go to a folder (part files + "
+            "_manifest.json) or one named file; pass --out DIR or --out FILE.jsonl"
+        )
+
+
+def report_order(order) -> None:
+    """Write a built order's index files (all checks passed) and say on stderr what was done."""
+    if order is None or order.source is None:
+        return
+    order.source.save()
+    print(f"dexport: {order.source.describe()}", file=sys.stderr)
 
 
 def print_summary(summary: dict) -> None:

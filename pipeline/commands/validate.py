@@ -34,11 +34,22 @@ def run(args: argparse.Namespace) -> int:
     """Print the report; 0 when every split passed, else 1."""
     from pipeline.commands.common import storage_options
     from pipeline.formats.schema import load_schema
+    from pipeline.io.storage import check_reachable, storage_errors
     from pipeline.validate.export import format_report, validate_export
 
-    options = storage_options(args)
-    schema = load_schema(args.schema, options) if args.schema else None
-    report = validate_export(args.path, options, schema=schema, show=max(0, args.show))
+    with storage_errors(args.path):
+        options = storage_options(args)
+        check_reachable([args.path], options)
+        schema = load_schema(args.schema, options) if args.schema else None
+        report = validate_export(args.path, options, schema=schema, show=max(0, args.show))
+    if report.unreadable:  # a garbage file or a folder of them: bad input, not failed data
+        from pipeline.errors import UserError
+
+        first = next((e for s in report.splits for e in s.errors), "no valid record")
+        raise UserError(
+            f"{args.path} is not an export: no valid record and no _manifest.json (first "
+            f"problem: {first}); pass a folder or file written by dexport tokens/corpus"
+        )
     print(
         json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
         if args.json

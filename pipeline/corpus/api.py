@@ -44,6 +44,7 @@ def export_corpus(
     workers: int | None = None,
     progress: bool = False,
     command: str | None = None,
+    max_reject_fraction: float | None = 0.5,
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
 
@@ -52,6 +53,10 @@ def export_corpus(
     ``split`` takes ratios (``0.95,0.03,0.02`` or ``train=0.95,...``) or, with
     ``exact_counts``, counts (``train=rest,validation=500,test=500``). Without ``client`` (or
     ``workers``) the job runs on threads of this process. Returns the run summary.
+
+    Raises :class:`~pipeline.errors.DataCheckFailed` (after writing the export, with the
+    summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
+    was rejected; ``None`` checks only "every record".
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.runtime.executor import open_executor
@@ -74,6 +79,7 @@ def export_corpus(
         storage_options=options,
         card=card,
         command=command,
+        max_reject_fraction=max_reject_fraction,
     )
     plan = plan_corpus_export(spec)
     with open_executor(client=client, workers=workers, in_process=True) as executor:

@@ -25,10 +25,12 @@ from pipeline.corpus.partition import (
     rank_partition,
 )
 from pipeline.corpus.splits import SplitSpec, exact_boundaries, exact_counts, parse_split
-from pipeline.errors import UserError
+from pipeline.errors import DataCheckFailed, UserError
+from pipeline.formats.record_checks import reject_problem
 from pipeline.formats.schema import Schema
 from pipeline.formats.tokenizer import load_token_counter
-from pipeline.io.records import InputPartition, plan_partitions
+from pipeline.io.records import InputPartition, check_fields, first_records, plan_partitions
+from pipeline.io.storage import check_reachable, storage_errors
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import MANIFEST, PROGRESS, OutputDir, PartRecord, check_disjoint
 from pipeline.runtime.progress import Progress
@@ -61,6 +63,7 @@ class CorpusExport:
     storage_options: dict[str, Any] = field(default_factory=dict)
     card: bool = True
     command: str | None = None  # the command line, for the card's "Reproduce" section
+    max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -89,6 +92,12 @@ class CorpusExport:
             )
         if self.overwrite and self.resume:
             problems.append("--overwrite and --resume exclude each other; pass one of them")
+        if self.max_reject_fraction is not None and not 0 <= self.max_reject_fraction <= 1:
+            problems.append(
+                f"--max-reject-fraction must be between 0 and 1 (got {self.max_reject_fraction})"
+            )
+        if self.out and self.out.strip() == "-":
+            problems.append("--out - is not supported: corpus writes a folder; name one")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -129,9 +138,14 @@ class CorpusPlan:
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
     """Everything that can fail on the user's input, before any cluster starts or file is
     written."""
+    with storage_errors():
+        return _plan(spec)
+
+
+def _plan(spec: CorpusExport) -> CorpusPlan:
     t0 = time.perf_counter()
     spec.check()
-    payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
+    check_reachable([*spec.inputs, spec.out], spec.storage_options)
     partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
     if not partitions:
         raise UserError(f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty)")
@@ -141,13 +155,55 @@ def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
     check_disjoint(spec.out, inputs, spec.storage_options)
     output = OutputDir(spec.out, spec.storage_options, owned=OWNED_NAMES)
     _check_output(spec, output, partitions)
+    _check_fields(spec, partitions)
+    payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
+
+
+def _check_fields(spec: CorpusExport, partitions: list[InputPartition]) -> None:
+    """Fields every record needs (text, split key, required ones) must exist in the first
+    records; an input of blank lines only is refused."""
+    sample = first_records(partitions, spec.storage_options)
+    if sample.empty:
+        raise UserError(
+            f"the inputs {', '.join(spec.inputs)} hold no records (only blank lines); "
+            "pass the files that hold the data"
+        )
+    schema = spec.schema
+    wanted = []
+    for f in schema.fields:
+        if f.source is None or not (f.out == schema.text or f.required):
+            continue
+        flag = "the text field" if f.out == schema.text else f"required schema field {f.out!r}"
+        wanted.append((f.source, flag))
+    if spec.split.key:
+        wanted.append((spec.split.key, f"--split-key {spec.split.key}"))
+    check_fields(sample, wanted)
 
 
 def run_corpus_export(
     spec: CorpusExport | CorpusPlan, executor: Any, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Run a corpus export on ``executor`` (or a Dask client); returns the summary."""
+    """Run a corpus export on ``executor`` (or a Dask client); returns the summary.
+
+    Raises DataCheckFailed (with the summary as ``.summary``) after writing everything when
+    every record, or more than ``max_reject_fraction`` of them, was rejected.
+    """
+    with storage_errors():
+        summary = _run(spec, executor, progress)
+    records = summary["documents"] + summary["rejected"]
+    fraction = (spec.spec if isinstance(spec, CorpusPlan) else spec).max_reject_fraction
+    problem = reject_problem(
+        records, summary.get("rejected_by_reason") or {}, fraction, f"{summary['out']}/rejects/"
+    )
+    if problem:
+        error = DataCheckFailed(problem)
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
+    return summary
+
+
+def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict[str, Any]:
     plan = spec if isinstance(spec, CorpusPlan) else plan_corpus_export(spec)
     spec, partitions, output, params = plan.spec, plan.partitions, plan.output, plan.params
     executor = as_executor(executor)
@@ -170,10 +226,22 @@ def run_corpus_export(
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     try:
         results = _export(executor, partitions, ranks, task, bounds, done, progress)
+        _check_not_empty(spec, results)
         return corpus_finalize.finalize(spec, output, task, params, results, plan.t0, executor)
     except BaseException as exc:
         output.abandon(exc)
         raise
+
+
+def _check_not_empty(spec: CorpusExport, results: list[list[PartRecord]]) -> None:
+    lines = sum(records[-1].extra["lines"] for records in results)
+    blank = sum(records[-1].extra["blank_lines"] for records in results)
+    if lines == blank:
+        what = f"{lines:,} blank lines" if lines else "no lines"
+        raise UserError(
+            f"the inputs {', '.join(spec.inputs)} hold no records ({what}); pass the files that "
+            "hold the data"
+        )
 
 
 def _finished(output: OutputDir) -> bool:

@@ -28,10 +28,11 @@ from pipeline.io.compression import suffix
 from pipeline.io.records import (
     InputPartition,
     PartitionData,
+    iter_partition,
     make_reject,
-    read_partition_data,
     record_text,
 )
+from pipeline.io.storage import storage_errors
 from pipeline.runtime.output import PartRecord, write_part
 
 BATCH_BYTES = 4 << 20  # texts packed per kernel call (keeps temporaries small and warm)
@@ -243,54 +244,105 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.
 def export_partition(
     part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None = None
 ) -> list[PartRecord]:
-    """Read, transform and write one partition; returns its part records (splits, rejects)."""
+    """Read, transform and write one partition; returns its part records (splits, rejects).
+
+    The partition is read in batches (a compressed file is streamed, see
+    :func:`pipeline.io.records.iter_partition`) and every batch goes straight to the open part
+    files, so memory is bounded by a batch, not by the file. The parts are published together
+    at the end, splits in order and the rejects last; a failure publishes none of them.
+    """
     keep_freed_memory()
-    data = read_partition_data(part, task.input_options)
-    result = transform(data, task, bounds, file_rank)
-    records = []
+    with storage_errors(part.path):
+        return _export_partition(part, file_rank, task, bounds)
+
+
+def _export_partition(
+    part: InputPartition, file_rank: int, task: CorpusTask, bounds: list[Boundary] | None
+) -> list[PartRecord]:
+    names = task.split.names
+    rels = task.part_paths(part.index)  # one per split, then the rejects
     arrow = task.schema.arrow_schema() if task.format == "parquet" else None
     json_paths = [f.out for f in task.schema.fields if f.type == "any"]
-    for name, recs, stats, rel in zip(
-        task.split.names, result.splits, result.stats, task.part_paths(part.index), strict=False
-    ):
 
-        def write(
-            handle: Any, recs: list[dict] = recs, stats: SplitStats = stats, name: str = name
-        ) -> tuple[int, dict]:
-            if arrow is not None:
-                corpus_writers.write_parquet(handle, recs, arrow, json_paths)
-            else:
-                corpus_writers.write_jsonl(handle, recs, task.compression)
-            # As JSON text: progress records are stored with sorted keys, the example keeps its
-            # order.
-            example = orjson.dumps(_shorten(recs[0])).decode() if recs else None
-            # Statistics as JSON text too: the part record is deep-copied and stored, one string
-            # is cheap.
-            return len(recs), {
-                "partition": part.index,
-                "split": name,
-                "stats": orjson.dumps(stats.to_json()).decode(),
-                "example": example,
-            }
-
-        records.append(write_part(task.out_fs, task.out_base, rel, write))
-    reasons = Counter(r["reason"] for r in result.rejects)
-
-    def write_rejects(handle: Any) -> tuple[int, dict]:
-        corpus_writers.write_jsonl(handle, result.rejects, task.compression)
+    def produce(handles: list[Any]) -> list[tuple[int, dict]]:
+        if arrow is not None:
+            sinks: list[Any] = [
+                corpus_writers.ParquetSink(h, arrow, json_paths) for h in handles[:-1]
+            ]
+        else:
+            sinks = [corpus_writers.JsonlSink(h, task.compression) for h in handles[:-1]]
+        rejects_sink = corpus_writers.JsonlSink(handles[-1], task.compression)
+        stats = [SplitStats() for _ in names]
+        rows = [0] * len(names)
+        examples: list[str | None] = [None] * len(names)
+        reasons: Counter = Counter()
+        lines = blank = rejected = 0
+        for data in iter_partition(part, task.input_options):
+            result = transform(data, task, bounds, file_rank)
+            for s, recs in enumerate(result.splits):
+                sinks[s].write(recs)
+                stats[s].merge(result.stats[s])
+                rows[s] += len(recs)
+                if examples[s] is None and recs:
+                    # As JSON text: progress records are stored with sorted keys, the example
+                    # keeps its order.
+                    examples[s] = orjson.dumps(_shorten(recs[0])).decode()
+            rejects_sink.write(result.rejects)
+            reasons.update(r["reason"] for r in result.rejects)
+            rejected += len(result.rejects)
+            lines += data.lines
+            blank += data.blank_lines
+            del data, result
+        for sink in [*sinks, rejects_sink]:
+            sink.close()
+        out = [
+            # Statistics as JSON text too: the part record is deep-copied and stored, one
+            # string is cheap.
+            (
+                rows[s],
+                {
+                    "partition": part.index,
+                    "split": name,
+                    "stats": orjson.dumps(stats[s].to_json()).decode(),
+                    "example": examples[s],
+                },
+            )
+            for s, name in enumerate(names)
+        ]
         extra = {
             "partition": part.index,
-            "lines": data.lines,
-            "blank_lines": data.blank_lines,
+            "lines": lines,
+            "blank_lines": blank,
             "rejected": dict(sorted(reasons.items())),
         }
-        return len(result.rejects), extra
+        return [*out, (rejected, extra)]
 
-    records.append(
-        write_part(
-            task.out_fs, task.out_base, rejects_path(part.index, task.compression), write_rejects
-        )
-    )
+    return write_parts_together(task.out_fs, task.out_base, rels, produce)
+
+
+def write_parts_together(fs: Any, base: str, rels: list[str], produce: Any) -> list[PartRecord]:
+    """Publish several files written at the same time (``produce(handles) -> [(rows, extra)]``).
+
+    Each file goes through :func:`~pipeline.runtime.output.write_part` (temporary name, atomic
+    publish, progress record); they are nested so that all are open while ``produce`` runs and
+    are published in the order of ``rels`` once it returns. If it fails, none is published.
+    """
+    handles: list[Any] = [None] * len(rels)
+    results: list[tuple[int, dict]] = []
+    records: list[PartRecord] = []
+
+    def level(i: int) -> Any:
+        def write(handle: Any) -> tuple[int, dict]:
+            handles[i] = handle
+            if i == 0:
+                results.extend(produce(handles))
+            else:
+                records.append(write_part(fs, base, rels[i - 1], level(i - 1)))
+            return results[i]
+
+        return write
+
+    records.append(write_part(fs, base, rels[-1], level(len(rels) - 1)))
     return records
 
 
@@ -306,7 +358,11 @@ def _shorten(value: Any) -> Any:
 def rank_partition(part: InputPartition, task: CorpusTask) -> tuple[np.ndarray, np.ndarray]:
     """Exact mode, first pass: ``(hashes, offsets)`` of the partition's valid records."""
     keep_freed_memory()
-    data = read_partition_data(part, task.input_options)
-    valid, _ = _validate(data, task)
-    hashes, _, _ = _hashes_and_words(valid, task.split.seed, task.split.key is None)
-    return hashes, np.asarray(valid.offsets, dtype=np.int64)
+    hashes, offsets = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+    with storage_errors(part.path):
+        for data in iter_partition(part, task.input_options):
+            valid, _ = _validate(data, task)
+            h, _, _ = _hashes_and_words(valid, task.split.seed, task.split.key is None)
+            hashes.append(h)
+            offsets.append(np.asarray(valid.offsets, dtype=np.int64))
+    return np.concatenate(hashes), np.concatenate(offsets)

@@ -26,18 +26,88 @@ def extension(fmt: str, compression: str | None) -> str:
 
 def write_jsonl(handle: IO[bytes], records: list[dict], compression: str | None = None) -> None:
     """One JSON object per line, UTF-8 (not \\u-escaped), ``\\n`` after every record."""
-    dumps = orjson.dumps
     with compressed(handle, compression) as out:
-        # Batches of lines: one write per batch, without building the whole part in memory.
-        for start in range(0, len(records), WRITE_BATCH):
-            out.write(
-                b"".join(
-                    [
-                        dumps(r, option=orjson.OPT_APPEND_NEWLINE)
-                        for r in records[start : start + WRITE_BATCH]
-                    ]
-                )
+        _write_lines(out, records)
+
+
+def _write_lines(out: IO[bytes], records: list[dict]) -> None:
+    dumps = orjson.dumps
+    # Batches of lines: one write per batch, without building the whole part in memory.
+    for start in range(0, len(records), WRITE_BATCH):
+        out.write(
+            b"".join(
+                [
+                    dumps(r, option=orjson.OPT_APPEND_NEWLINE)
+                    for r in records[start : start + WRITE_BATCH]
+                ]
             )
+        )
+
+
+class JsonlSink:
+    """A JSONL part written batch by batch (same bytes as :func:`write_jsonl` of all records)."""
+
+    def __init__(self, handle: IO[bytes], compression: str | None = None) -> None:
+        self._context = compressed(handle, compression)
+        self._out = self._context.__enter__()
+
+    def write(self, records: list[dict]) -> None:
+        _write_lines(self._out, records)
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+
+class ParquetSink:
+    """A Parquet part written batch by batch: one row group per non-empty batch, so a part of
+    one batch has the bytes of :func:`write_parquet` of its records."""
+
+    def __init__(self, handle: IO[bytes], arrow_schema: Any, json_paths: list[str] = ()) -> None:
+        self._handle, self._schema, self._json_paths = handle, arrow_schema, list(json_paths)
+        self._writer: Any = None
+
+    def write(self, records: list[dict]) -> None:
+        if records:
+            self._write(records)
+
+    def _write(self, records: list[dict]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._json_paths and records:
+            paths = [p.split(".") for p in self._json_paths]
+            records = [_json_encode(rec, paths) for rec in records]
+        table = pa.Table.from_pylist(records, schema=self._schema)
+        if self._writer is None:
+            sink = pa.PythonFile(_WriteOnly(self._handle), mode="w")
+            self._writer = pq.ParquetWriter(sink, self._schema, compression=PARQUET_CODEC)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is None:
+            self._write([])  # an empty part is still a valid Parquet file (one empty row group)
+        self._writer.close()
+
+
+class _WriteOnly:
+    """The file object pyarrow wants (``tell``, ``closed``) over a write-only handle."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle, self._position, self.closed = handle, 0, False
+
+    def write(self, data: Any) -> int:
+        self._handle.write(data)
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def write_parquet(

@@ -39,6 +39,7 @@ def encode_corpus(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    max_reject_fraction: float | None = 0.5,
 ) -> dict[str, Any]:
     """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3).
 
@@ -70,6 +71,9 @@ def encode_corpus(
     Raises:
         pipeline.errors.UserError: invalid arguments, missing input or tokenizer, existing
             output without ``overwrite``/``resume``; nothing is written in that case.
+        pipeline.errors.DataCheckFailed: every record, or more than ``max_reject_fraction`` of
+            them (None: only "every record"), was rejected; raised after the dataset is written,
+            with the summary as ``.summary``.
     """
     from pipeline.runtime.executor import open_executor
 
@@ -89,6 +93,7 @@ def encode_corpus(
         overwrite=overwrite,
         resume=resume,
         storage_options=dict(storage_options or {}),
+        max_reject_fraction=max_reject_fraction,
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -32,15 +33,18 @@ import numpy as np
 
 from pipeline.encode import tokenize as ts
 from pipeline.encode.merge import EncodeTarget, ShardNames
-from pipeline.errors import UserError
+from pipeline.errors import DataCheckFailed, UserError
 from pipeline.formats.indexed_dataset import token_dtype_for_vocab
+from pipeline.formats.record_checks import reject_problem
 from pipeline.formats.tokenizer import TokenizerPayload, load_tokenizer, payload_from_tokenizer
+from pipeline.io.storage import check_reachable, storage_errors
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 
 FORMATS = ("megatron", "npz")
+COPY_BLOCK = 8 << 20
 
 
 @dataclass
@@ -60,6 +64,7 @@ class EncodeJob:
     overwrite: bool = False
     resume: bool = False
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
     # Filled in by check():
     payload: TokenizerPayload | None = None
     options: ts.EncodeOptions | None = None
@@ -67,10 +72,17 @@ class EncodeJob:
     partitions: list[Any] | None = None
 
     def check(self) -> None:
-        """Validate arguments, load the tokenizer and plan the partitions (UserError on
-        problems)."""
+        """Validate arguments, inputs and output, then load the tokenizer (UserError on problems).
+
+        The tokenizer is loaded last: it is the slow step, so a wrong input, field name or
+        output is reported before it.
+        """
         if self.partitions is not None:
             return
+        with storage_errors():
+            self._check()
+
+    def _check(self) -> None:
         problems = []
         if not self.inputs:
             problems.append(
@@ -83,11 +95,19 @@ class EncodeJob:
             problems.append("--partition-size must be positive")
         if self.overwrite and self.resume:
             problems.append("--overwrite and --resume exclude each other; pass one of them")
+        if self.max_reject_fraction is not None and not 0 <= self.max_reject_fraction <= 1:
+            problems.append(
+                f"--max-reject-fraction must be between 0 and 1 (got {self.max_reject_fraction})"
+            )
         name = self.out.rstrip("/").rsplit("/", 1)[-1]
-        if self.format == "megatron" and (name.endswith((".bin", ".idx")) or not name):
+        if self.out.strip() == "-":
+            problems.append("--out - is not supported: encode writes files; name a prefix")
+        elif self.format == "megatron" and (
+            name.endswith((".bin", ".idx")) or name in ("", ".", "..") or self.out.endswith("/")
+        ):
             problems.append(
                 f"--out {self.out!r} must be a dataset prefix (data/ds writes data/ds.bin and "
-                "data/ds.idx), without .bin/.idx"
+                "data/ds.idx), without .bin/.idx and not a folder"
             )
         if self.tokenizer is None:
             problems.append(
@@ -96,6 +116,37 @@ class EncodeJob:
             )
         if problems:
             raise UserError("; ".join(problems))
+        from pipeline.io.records import check_fields, first_records, plan_partitions
+
+        check_reachable([*self.inputs, self.out], self.storage_options)
+        options, size = self.storage_options, self.partition_bytes
+        partitions = list(plan_partitions(list(self.inputs), options, target_bytes=size))
+        if not partitions:
+            raise UserError(
+                f"the inputs {', '.join(self.inputs)} hold no data (every file is empty)"
+            )
+        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
+            [self.tokenizer] if isinstance(self.tokenizer, str) else []
+        )
+        outs = (
+            [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")]
+            if self.format == "megatron"
+            else [self.out]
+        )
+        inputs += sorted({part.path for part in partitions})
+        for out in outs:
+            check_disjoint(out, inputs, self.storage_options)
+        target = EncodeTarget(self.out, self.format, self.storage_options)
+        target.check(None, overwrite=self.overwrite, resume=self.resume)
+        sample = first_records(partitions, self.storage_options)
+        if sample.empty:
+            raise UserError(
+                f"the inputs {', '.join(self.inputs)} hold no records (only blank lines); "
+                "pass the files that hold the data"
+            )
+        if self.field:  # a top-level key, dots included (as records.get(field) reads it)
+            check_fields(sample, [((self.field,), f"--field {self.field}")])
+        # Only now the slow part: loading the tokenizer.
         if isinstance(self.tokenizer, TokenizerPayload):
             self.payload = self.tokenizer
         elif hasattr(self.tokenizer, "backend_tokenizer"):
@@ -111,28 +162,9 @@ class EncodeJob:
             bos_id=self.bos_id,
         )
         self.dtype = token_dtype_for_vocab(self.payload.vocab_size)
-        from pipeline.io.records import plan_partitions
-
-        self.partitions = list(
-            plan_partitions(
-                list(self.inputs), self.storage_options, target_bytes=self.partition_bytes
-            )
-        )
-        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
-            [self.tokenizer] if isinstance(self.tokenizer, str) else []
-        )
-        outs = (
-            [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")]
-            if self.format == "megatron"
-            else [self.out]
-        )
-        inputs += sorted({part.path for part in self.partitions})
-        for out in outs:
-            check_disjoint(out, inputs, self.storage_options)
+        self.partitions = partitions
         try:
-            EncodeTarget(self.out, self.format, self.storage_options).check(
-                self.params(), overwrite=self.overwrite, resume=self.resume
-            )
+            target.check(self.params(), overwrite=self.overwrite, resume=self.resume)
         except BaseException:
             self.partitions = None  # not checked: a later check() must look again
             raise
@@ -171,58 +203,109 @@ class ShardTask:
 def encode_shard(
     task: ShardTask, options: ts.EncodeOptions, fs: Any, base: str, payload: TokenizerPayload
 ) -> list[PartRecord]:
-    """Read, tokenize and publish one shard (runs on a worker); the data file goes last."""
-    from pipeline.io.records import read_partition
+    """Read, tokenize and publish one shard (runs on a worker); the data file goes last.
 
-    records, read_rejects = read_partition(task.partition, task.storage_options)
-    n_records = len(records) + len(read_rejects)
+    The partition is read and tokenized in batches (a compressed file is streamed): tokens go
+    straight into the shard's temporary ``.bin`` and rejects into a local spool file, so memory
+    is bounded by a batch. The rejects and the index are published before the data file.
+    """
+    with storage_errors(task.partition.path):
+        return _encode_shard(task, options, fs, base, payload)
+
+
+def _encode_shard(
+    task: ShardTask, options: ts.EncodeOptions, fs: Any, base: str, payload: TokenizerPayload
+) -> list[PartRecord]:
+    from pipeline.io.records import iter_partition
+
     dtype = np.dtype(task.dtype)
-    part = ts.tokenize_records(records, payload, options, dtype)
-    del records  # the parsed records are the largest object of a task; only tokens remain
-    # A partition lies in one file, so the byte offset (Parquet: row) restores input order.
-    rejects = sorted([*read_rejects, *part.rejects], key=lambda r: r.get("offset") or 0)
-    rejected = Counter(str(r["reason"]) for r in rejects)
     names = ShardNames(task.index, task.format)
-    counters = {
-        "records": n_records,
-        "documents": part.documents,
-        "tokens": int(len(part.tokens)),
-        "rejected": dict(sorted(rejected.items())),
-    }
     written: list[PartRecord] = []
-    if rejects:
-        written.append(
-            write_part(fs, base, names.rejects, lambda h: (_write_jsonl(h, rejects), None))
-        )
-    if task.format == "npz":
-        metadata = {
-            "tool": "dexport",
-            "job": "encode",
-            "shard": task.index,
-            "tokenizer": payload.name,
-            "vocab_size": payload.vocab_size,
-            "dtype": dtype.name,
-        }
-        arrays = {
-            "tokens": part.tokens,
-            "offsets": part.offsets,
-            "metadata": np.array(json.dumps(metadata, sort_keys=True)),
-        }
-        written.append(
-            write_part(fs, base, names.data, lambda h: (_write_npz(h, arrays), counters))
-        )
-        return written
-    sizes = np.diff(part.offsets).astype(np.int32)
-    written.append(
-        write_part(fs, base, names.index, lambda h: (_write_shard_index(h, dtype, sizes), None))
-    )
+    rejected: Counter[str] = Counter()
+    counts = {"records": 0, "documents": 0, "tokens": 0}
+    sizes: list[np.ndarray] = []
 
-    def write_tokens(handle: Any) -> tuple[int, dict[str, Any]]:
-        handle.write(memoryview(part.tokens).cast("B"))  # no copy of the shard's tokens
-        return part.documents, counters
+    def encode_into(sink: Any, spool: Any) -> None:
+        for data in iter_partition(task.partition, task.storage_options):
+            counts["records"] += len(data.records) + len(data.rejects)
+            part = ts.tokenize_records(data.records, payload, options, dtype)
+            read_rejects = data.rejects
+            del data  # the parsed records are the largest object of a batch
+            # A partition lies in one file, so the byte offset (Parquet: row) is input order.
+            rejects = sorted([*read_rejects, *part.rejects], key=lambda r: r.get("offset") or 0)
+            rejected.update(str(r["reason"]) for r in rejects)
+            if rejects:
+                _write_jsonl(spool, rejects)
+            counts["documents"] += part.documents
+            counts["tokens"] += int(len(part.tokens))
+            sizes.append(np.diff(part.offsets).astype(np.int32))
+            sink.write(memoryview(part.tokens).cast("B"))  # no copy of the batch's tokens
 
-    written.append(write_part(fs, base, names.data, write_tokens))
-    return written
+    def counters() -> dict[str, Any]:
+        return {**counts, "rejected": dict(sorted(rejected.items()))}
+
+    def publish_rejects(spool: Any) -> None:
+        if not sum(rejected.values()):
+            return
+
+        def copy(handle: Any) -> tuple[int, None]:
+            spool.seek(0)
+            while block := spool.read(COPY_BLOCK):
+                handle.write(block)
+            return sum(rejected.values()), None
+
+        written.append(write_part(fs, base, names.rejects, copy))
+
+    with tempfile.TemporaryFile() as spool, tempfile.TemporaryFile() as token_spool:
+        if task.format == "npz":
+            encode_into(token_spool, spool)
+            publish_rejects(spool)
+            token_spool.flush()
+            total = counts["tokens"]
+            tokens = (
+                np.memmap(token_spool, dtype=dtype, mode="r", shape=(total,))
+                if total
+                else np.zeros(0, dtype)
+            )
+            offsets = np.zeros(counts["documents"] + 1, np.int64)
+            if sizes:
+                np.cumsum(np.concatenate(sizes), out=offsets[1:])
+            metadata = {
+                "tool": "dexport",
+                "job": "encode",
+                "shard": task.index,
+                "tokenizer": payload.name,
+                "vocab_size": payload.vocab_size,
+                "dtype": dtype.name,
+            }
+            arrays = {
+                "tokens": tokens,
+                "offsets": offsets,
+                "metadata": np.array(json.dumps(metadata, sort_keys=True)),
+            }
+            written.append(
+                write_part(fs, base, names.data, lambda h: (_write_npz(h, arrays), counters()))
+            )
+            del tokens, arrays
+            return written
+
+        def write_tokens(handle: Any) -> tuple[int, dict[str, Any]]:
+            encode_into(handle, spool)
+            publish_rejects(spool)
+            lengths = np.concatenate(sizes) if sizes else np.zeros(0, np.int32)
+            written.append(
+                write_part(
+                    fs,
+                    base,
+                    names.index,
+                    lambda h: (_write_shard_index(h, dtype, lengths), None),
+                )
+            )
+            return counts["documents"], counters()
+
+        # The data file is published last: its progress record marks the shard complete.
+        data_record = write_part(fs, base, names.data, write_tokens)
+    return [*written, data_record]
 
 
 def _write_jsonl(handle: Any, rows: list[dict[str, Any]]) -> int:
@@ -250,7 +333,29 @@ def _write_shard_index(handle: Any, dtype: np.dtype, sizes: np.ndarray) -> int:
 
 # -- driver side ---------------------------------------------------------------------------
 def run_encode(job: EncodeJob, executor: Any, *, progress: bool = True) -> dict[str, Any]:
-    """Run an encode job on ``executor`` (or a Dask client); return the summary."""
+    """Run an encode job on ``executor`` (or a Dask client); return the summary.
+
+    Raises DataCheckFailed (with the summary as ``.summary``) after writing the dataset when
+    every record, or more than ``job.max_reject_fraction`` of them, was rejected.
+    """
+    with storage_errors():
+        summary = _run_encode(job, executor, progress)
+    where = (
+        f"{summary['out']}.rejects.jsonl"
+        if job.format == "megatron"
+        else f"{summary['out']}/rejects/"
+    )
+    problem = reject_problem(
+        summary["records"], summary["rejected"], job.max_reject_fraction, where
+    )
+    if problem:
+        error = DataCheckFailed(problem)
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
+    return summary
+
+
+def _run_encode(job: EncodeJob, executor: Any, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     job.check()
     assert job.partitions is not None and job.payload is not None and job.dtype is not None
@@ -263,6 +368,11 @@ def run_encode(job: EncodeJob, executor: Any, *, progress: bool = True) -> dict[
     try:
         shards = _run_shards(executor, job, target, done, progress)
         totals = _totals(job, shards)
+        if not totals["records"]:
+            raise UserError(
+                f"the inputs {', '.join(job.inputs)} hold no records (only blank lines); pass "
+                "the files that hold the data"
+            )
         target.finish(params, shards, totals, job.dtype)
     except BaseException as exc:
         target.staging.abandon(exc)

@@ -103,12 +103,13 @@ class EncodeTarget:
             ) from None
 
     def check(
-        self, params: dict[str, Any], *, overwrite: bool, resume: bool
+        self, params: dict[str, Any] | None, *, overwrite: bool, resume: bool
     ) -> dict[str, Any] | None:
         """Read-only: raise the UserError a run would meet; return a finished run's manifest.
 
         Called before a cluster is started, so a wrong ``--out`` costs nothing and writes nothing.
-        A run in progress on the same output is refused first (exit 3: retry later).
+        A run in progress on the same output is refused first (exit 3: retry later). Without
+        ``params`` (before the tokenizer is loaded) a finished run's parameters are not compared.
         """
         self.staging.lock.ensure_free()
         existing, staged = self._state()
@@ -120,6 +121,8 @@ class EncodeTarget:
                 )
             return None
         manifest_path = self.finals[".manifest.json"]
+        if resume and not staged and manifest_path in existing and params is None:
+            return None
         if resume and not staged and manifest_path in existing:
             finished = json.loads(self.fs.cat_file(manifest_path))
             if finished.get("parameters") != json.loads(canonical_json(params)):

@@ -84,10 +84,17 @@ def _stem(name: str) -> str:
 def _sniff_kind(fs: Any, path: str) -> str:
     """``corpus`` when the first record has a text field, else ``tokens``."""
     if path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         with fs.open(path, "rb") as handle:
-            names = pq.ParquetFile(handle).schema_arrow.names
+            try:
+                names = pq.ParquetFile(handle).schema_arrow.names
+            except pa.ArrowException as exc:
+                raise UserError(
+                    f"{path} is not a readable Parquet file ({' '.join(str(exc).split())}); pass "
+                    "an export directory or file written by dexport"
+                ) from None
         return "tokens" if "content" in names or "sequences" in names else "corpus"
     for _, line in iter_lines(fs, path, Digest()):
         try:

@@ -73,52 +73,94 @@ def _parse_header(head: bytes, where: str) -> tuple[np.dtype, int, int]:
 
 
 class IndexedDataset:
-    """Read-only view of an indexed dataset, local (memory-mapped) or remote (range reads)."""
+    """Read-only view of an indexed dataset, local (memory-mapped) or remote (range reads).
+
+    Opening checks the whole ``.idx`` against itself and the ``.bin`` size before any array is
+    made from it, so a corrupt or mismatched pair is a :class:`UserError` naming the file (never a
+    traceback, and no allocation sized by a header field).
+    """
 
     def __init__(self, prefix: str, storage_options: dict[str, Any] | None = None) -> None:
         self.prefix = prefix
         self.storage_options = dict(storage_options or {})
         self.fs, path = resolve(prefix, self.storage_options)
         self.idx_path, self.bin_path = f"{path}.idx", f"{path}.bin"
-        for p in (self.idx_path, self.bin_path):
-            if not self.fs.exists(p):
-                raise UserError(
-                    f"{prefix}: {p.rsplit('/', 1)[-1]} not found; pass the prefix of an existing "
-                    "PREFIX.bin + PREFIX.idx pair"
-                )
+        idx_size = self._file_size(self.idx_path, path)
+        bin_size = self._file_size(self.bin_path, path)
         self._local = is_local(self.fs)
-        idx_bytes = self._read_idx()
-        self.dtype, n_seq, n_doc = _parse_header(bytes(idx_bytes[:HEADER_SIZE]), self.idx_path)
-        need = HEADER_SIZE + n_seq * 4 + n_seq * 8 + n_doc * 8
-        if len(idx_bytes) < need:
+        if idx_size < HEADER_SIZE:
             raise UserError(
-                f"{self.idx_path} is truncated ({len(idx_bytes)} bytes, header says at least "
-                f"{need}); re-copy or rebuild the dataset"
+                f"{self.idx_path} is {'empty' if idx_size == 0 else f'only {idx_size} bytes'}, "
+                f"too short for a Megatron index header ({HEADER_SIZE} bytes); re-copy or rebuild "
+                "the dataset"
             )
+        head = self._read_head()
+        self.dtype, n_seq, n_doc = _parse_header(head, self.idx_path)
+        # Every count is checked against the file size first: no array is sized by the header.
+        need = HEADER_SIZE + n_seq * 4 + n_seq * 8 + n_doc * 8
+        if idx_size < need:
+            raise UserError(
+                f"{self.idx_path} is truncated or corrupt ({idx_size} bytes, its header counts "
+                f"{n_seq} sequences and {n_doc} document boundaries, which need {need}); re-copy "
+                "or rebuild the dataset"
+            )
+        if n_doc < 1:
+            raise UserError(
+                f"{self.idx_path} has no document boundaries (at least [0] is required); the "
+                "index is corrupt, rebuild it"
+            )
+        idx_bytes = self._read_idx()
+        if len(idx_bytes) < need:  # changed since its size was taken
+            raise UserError(f"{self.idx_path} changed while it was read; try again")
         off = HEADER_SIZE
         self.sizes = np.frombuffer(idx_bytes, np.int32, n_seq, off)
         off += n_seq * 4
         self.pointers = np.frombuffer(idx_bytes, np.int64, n_seq, off)
         off += n_seq * 8
         self.doc_idx = np.frombuffer(idx_bytes, np.int64, n_doc, off)
-        self._check_consistent()
+        self._check_consistent(bin_size)
         self.token_starts = self.pointers // self.dtype.itemsize
+
+    def _file_size(self, file_path: str, path: str) -> int:
+        """Size of ``file_path``; UserError when it is missing or not a file."""
+        name = file_path.rsplit("/", 1)[-1]
+        try:
+            info = self.fs.info(file_path)
+        except FileNotFoundError:
+            info = None
+        if info is None:
+            hint = "pass the prefix of an existing PREFIX.bin + PREFIX.idx pair"
+            for ext in (".bin", ".idx"):
+                if path.endswith(ext):
+                    hint = (
+                        f"pass the prefix without {ext} ({self.prefix[: -len(ext)]}): dexport "
+                        "adds .bin and .idx itself"
+                    )
+            raise UserError(f"{self.prefix}: {name} not found; {hint}")
+        if info.get("type") == "directory":
+            raise UserError(
+                f"{file_path} is a folder, not a file; pass the prefix of a PREFIX.bin + "
+                "PREFIX.idx pair"
+            )
+        return int(info.get("size") or 0)
+
+    def _read_head(self) -> bytes:
+        with self.fs.open(self.idx_path, "rb") as handle:
+            return handle.read(HEADER_SIZE)
 
     def _read_idx(self) -> np.ndarray | bytes:
         if self._local:
             return np.memmap(self.idx_path, dtype=np.uint8, mode="r")
         return self.fs.cat_file(self.idx_path)
 
-    def _check_consistent(self) -> None:
-        bin_size = int(self.fs.size(self.bin_path))
+    def _check_consistent(self, bin_size: int) -> None:
         itemsize = self.dtype.itemsize
+        corrupt = f"{self.idx_path}: the index is corrupt, rebuild it"
         if len(self.sizes) == 0:
             expected = 0
         else:
             if (self.sizes < 0).any():
-                raise UserError(
-                    f"{self.idx_path} holds negative sequence lengths; the file is corrupt"
-                )
+                raise UserError(f"{corrupt} (it holds negative sequence lengths)")
             expected = int(self.pointers[-1]) + int(self.sizes[-1]) * itemsize
             starts = np.zeros(len(self.sizes), np.int64)
             np.cumsum(self.sizes[:-1].astype(np.int64) * itemsize, out=starts[1:])
@@ -132,10 +174,11 @@ class IndexedDataset:
                 f"{self.bin_path} has {bin_size} bytes but {self.idx_path} describes {expected}; "
                 "the .bin and .idx do not belong together or one is truncated"
             )
-        if len(self.doc_idx) and (self.doc_idx[0] != 0 or self.doc_idx[-1] != len(self.sizes)):
+        doc_idx = self.doc_idx
+        if doc_idx[0] != 0 or doc_idx[-1] != len(self.sizes) or (np.diff(doc_idx) < 0).any():
             raise UserError(
-                f"{self.idx_path}: document boundaries do not span 0..{len(self.sizes)}; the index "
-                "is corrupt"
+                f"{self.idx_path}: document boundaries do not run upwards over "
+                f"0..{len(self.sizes)}; the index is corrupt, rebuild it"
             )
 
     # -- facts -----------------------------------------------------------------------------

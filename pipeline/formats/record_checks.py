@@ -11,6 +11,7 @@ Reason codes (the keys of ``rejected`` in ``dataset_stats.json``):
 ``invalid_utf8``       the line holds bytes that are not UTF-8 (e.g. a truncated character)
 ``invalid_unicode``    a string holds an unpaired surrogate (``\\ud800``)
 ``not_an_object``      the line is JSON but not an object
+``nested_too_deep``    the record is nested more than 254 levels deep (cannot be written back)
 ``missing_text``       no text field
 ``text_not_string``    the text is a number, list, object or null
 ``empty_text``         the text is empty or only whitespace
@@ -145,3 +146,29 @@ def _kind(value: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def reject_problem(
+    records: int, rejected: dict[str, int], max_fraction: float | None, where: str
+) -> str | None:
+    """Why a finished run failed its checks on rejects, or None.
+
+    A run fails when it rejected every record, or more than ``max_fraction`` of them
+    (``--max-reject-fraction``; None checks only "every record"). ``where`` names the rejects
+    file or folder; the message gives the top reasons.
+    """
+    total = sum(rejected.values())
+    if not records or not total:
+        return None
+    if total < records and (max_fraction is None or total <= max_fraction * records):
+        return None
+    top = sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in top)
+    if total >= records:
+        head = f"every record was rejected ({total:,} of {records:,})"
+    else:
+        head = (
+            f"{total:,} of {records:,} records were rejected ({100 * total / records:.1f}%, more "
+            f"than --max-reject-fraction {max_fraction:g})"
+        )
+    return f"{head}; top reasons: {reasons}; see {where} (the output is kept for inspection)"

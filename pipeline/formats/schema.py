@@ -346,57 +346,113 @@ def _read_text(path: str, storage_options: dict | None) -> str:
 
     fs, p = resolve(path, storage_options)
     if not fs.isfile(p):
-        raise UserError(f"schema file {path!r} does not exist; pass a YAML or JSON schema file")
-    return fs.cat_file(p).decode("utf-8")
+        what = "is a folder" if fs.isdir(p) else "does not exist"
+        raise UserError(f"schema file {path!r} {what}; pass a YAML or JSON schema file")
+    try:
+        return fs.cat_file(p).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"schema file {path!r} is not UTF-8 text (byte {exc.start}); pass a YAML or JSON "
+            "schema file"
+        ) from None
 
 
 def parse_schema(text: str, where: str = "schema") -> Schema:
-    """Parse the text of a schema file (YAML, of which JSON is a subset)."""
+    """Parse the text of a schema file (YAML, of which JSON is a subset).
+
+    Every problem of the file is reported in one UserError: a file that is not a mapping,
+    unknown keys, values of the wrong kind (``fields`` must map output paths to an input field
+    or ``{from, type, required}``), output paths with empty segments or ``/``.
+    """
     import yaml
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{where} is not valid YAML/JSON ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply to be a schema") from None
     if not isinstance(data, dict):
-        raise UserError(f"{where} must be a mapping with 'fields' (see docs/corpus.md)")
+        kind = "empty" if data is None else f"a {_yaml_kind(data)}"
+        raise UserError(
+            f"{where} is {kind}, not a mapping with 'fields' (see docs/corpus.md, Schema)"
+        )
     problems = [f"unknown key {k!r}" for k in data if k not in SCHEMA_KEYS]
+    text_field = data.get("text", "text")
+    if not isinstance(text_field, str) or not text_field:
+        problems.append(f"'text' must name the output text field (got {_yaml_kind(text_field)})")
+        text_field = "text"
     fields: list[FieldSpec] = []
-    for out, rule in (data.get("fields") or {}).items():
-        if isinstance(rule, str):
-            fields.append(
-                FieldSpec(
-                    str(out), rule, "string" if str(out) == data.get("text", "text") else "any"
-                )
-            )
-        elif isinstance(rule, dict) and isinstance(rule.get("from"), str):
+    for out, rule in _mapping(data, "fields", problems).items():
+        out = str(out)
+        problems += _path_problems(out)
+        if isinstance(rule, str) and rule:
+            fields.append(FieldSpec(out, rule, "string" if out == text_field else "any"))
+        elif isinstance(rule, dict) and isinstance(rule.get("from"), str) and rule["from"]:
             problems.extend(
                 f"field {out!r}: unknown key {k!r}" for k in rule if k not in FIELD_KEYS
             )
-            fields.append(
-                FieldSpec(
-                    str(out),
-                    rule["from"],
-                    str(rule.get("type", "any")),
-                    bool(rule.get("required", False)),
-                )
-            )
+            kind, required = rule.get("type", "any"), rule.get("required", False)
+            if not isinstance(kind, str):
+                problems.append(f"field {out!r}: type must be one of {', '.join(TYPES)}")
+                kind = "any"
+            if not isinstance(required, bool):
+                problems.append(f"field {out!r}: required must be true or false")
+            fields.append(FieldSpec(out, rule["from"], kind, bool(required)))
         else:
             problems.append(f"field {out!r} needs an input field name or {{from: NAME, type: T}}")
-    for out, value in (data.get("static") or {}).items():
+    for out, value in _mapping(data, "static", problems).items():
+        problems += _path_problems(str(out))
         if isinstance(value, datetime.date):  # YAML reads 2024-01-15 as a date: keep the text
             value = value.isoformat()
         fields.append(FieldSpec(str(out), None, _type_of(value), False, value))
-    stats = data.get("stats") or {}
+    stats = _mapping(data, "stats", problems)
+    problems += [f"stats: unknown key {k!r} (use domain, quality)" for k in stats if k not in STATS]
+    for k in STATS:
+        if stats.get(k) is not None and not isinstance(stats.get(k), str):
+            problems.append(f"stats: {k} must name an output field")
+    drop = data.get("drop") or []
+    if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+        problems.append("drop must be a list of input field names")
+        drop = []
+    unmapped = data.get("unmapped", "drop")
+    if not isinstance(unmapped, str):
+        problems.append("unmapped must be 'drop' or 'metadata'")
+        unmapped = "drop"
     if problems:
         raise UserError(f"{where}: " + "; ".join(problems))
     return Schema(
         tuple(fields),
-        str(data.get("text", "text")),
-        str(data.get("unmapped", "drop")),
-        tuple(str(d) for d in data.get("drop") or ()),
+        text_field,
+        unmapped,
+        tuple(drop),
         stats.get("domain", "metadata.domain"),
         stats.get("quality", "metadata.quality_score"),
+    )
+
+
+STATS = ("domain", "quality")
+
+
+def _mapping(data: dict, key: str, problems: list[str]) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{key!r} must be a mapping (got {_yaml_kind(value)})")
+        return {}
+    return value
+
+
+def _path_problems(out: str) -> list[str]:
+    if any(ch in out for ch in "/\\\x00"):
+        return [f"output path {out!r} holds '/', '\\' or NUL; name fields with dotted paths"]
+    return []
+
+
+def _yaml_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
     )
 
 

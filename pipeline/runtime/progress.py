@@ -53,13 +53,15 @@ class Progress:
         elif self._plain and time.monotonic() - self._last >= self.interval:
             self._line()
 
-    def close(self) -> None:
-        """The stage ended: close the bar, or write the last plain line."""
+    def close(self, *, failed: bool = False) -> None:
+        """The stage ended: close the bar, or write the last plain line (none after a failure:
+        the error line that follows says what happened)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         elif self._plain:
-            self._line()
+            if not failed:
+                self._line()
             self._plain = False
 
     def _line(self) -> None:

@@ -86,9 +86,13 @@ def run_tasks(
                     progress.update()
             executor.check_alive()
     except KeyboardInterrupt:
+        if progress:
+            progress.close(failed=True)
         executor.cancel(list(in_flight))
         raise
     except BaseException as exc:
+        if progress:
+            progress.close(failed=True)
         lost = _lost_cluster(exc)
         if not (lost or isinstance(exc, TemporaryFailure)):
             executor.drain(list(in_flight), DRAIN_TIMEOUT_S)
@@ -98,9 +102,8 @@ def run_tasks(
                 f"{lost}; finished parts are kept: re-run with --resume"
             ) from None
         raise
-    finally:
-        if progress:
-            progress.close()
+    if progress:
+        progress.close()
     return [results[key] for key in order]
 
 

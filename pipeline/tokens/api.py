@@ -6,9 +6,12 @@
                                              train_batch_size=32, train_seq_len=2048, seed=1234)
     manager.export.export_batch_range(5000, 5010, 32, "out/batches.jsonl", tokenizer=tok)
 
-Same method names, argument names and defaults as TokenSmith; the exports run as chunked tasks
-in this process's threads, or on a Dask cluster when ``client=``, ``scheduler=`` or ``workers=``
-is given.
+Same method names, argument names, defaults and return types as TokenSmith: raw samples are lists
+of token arrays (one per document segment), detokenized ones strings, doc details plain dicts;
+any object with ``decode`` is a tokenizer; ``output_path`` with an extension is one file in
+``format_type``. The exports run as chunked tasks in this process's threads, or on a Dask
+cluster when ``client=``, ``scheduler=`` or ``workers=`` is given. TokenSmith's ``edit``,
+``search`` and ``ingest`` exist and raise :class:`~pipeline.errors.NotSupported`.
 """
 
 from __future__ import annotations
@@ -16,17 +19,58 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import NotSupported, UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS
+from pipeline.tokens.decode_fallback import DecodeFallback, is_hf_tokenizer
 from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
 from pipeline.tokens.sample_order import SampleOrder
+from pipeline.tokens.selection import make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
+
+# Where to do what TokenSmith has and dexport does not.
+_ELSEWHERE = {
+    "edit": "editing a dataset (injecting sequences) is TokenSmith's: run TokenSmith itself "
+    "(github.com/aflah02/TokenSmith) on the same .bin/.idx and index files",
+    "search": "n-gram search is TokenSmith's: run TokenSmith itself "
+    "(github.com/aflah02/TokenSmith; setup_search indexes the same .bin)",
+    "ingest": "ingesting data is TokenSmith's: run TokenSmith itself "
+    "(github.com/aflah02/TokenSmith), or tokenize text into a Megatron dataset with "
+    "`dexport encode` / pipeline.encode_corpus",
+}
+
+
+def _not_supported(call: str, feature: str) -> NotSupported:
+    return NotSupported(
+        f"{call} is not part of dexport, which exports, samples and inspects training data "
+        f"(manager.export, manager.sample, manager.inspect); {_ELSEWHERE[feature]}"
+    )
+
+
+class UnsupportedHandler:
+    """Stands where TokenSmith has ``manager.edit``, ``.search`` and ``.ingest``: using any of
+    its methods raises :class:`~pipeline.errors.NotSupported` saying where to do it instead."""
+
+    def __init__(self, feature: str) -> None:
+        self._feature = feature
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # introspection (copy, pickle, IPython) sees a plain object
+            raise AttributeError(name)
+        raise _not_supported(f"manager.{self._feature}.{name}", self._feature)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_supported(f"manager.{self._feature}", self._feature)
+
+    def __repr__(self) -> str:
+        return f"<manager.{self._feature}: not part of dexport; use TokenSmith itself>"
 
 
 class DatasetManager:
@@ -52,7 +96,12 @@ class DatasetManager:
         self.export: ExportHandler | None = None
         self.sample: SampleHandler | None = None
         self.inspect: InspectHandler | None = None
-        self._tokenizer_dirs: dict[int, str] = {}
+        self.edit = UnsupportedHandler("edit")
+        self.search = UnsupportedHandler("search")
+        self.ingest = UnsupportedHandler("ingest")
+        # id(tokenizer object) -> (the object, kept alive; its path or DecodeFallback)
+        self._tokenizers: dict[int, tuple[Any, str | DecodeFallback]] = {}
+        self._tokenizer_dirs: list[str] = []
 
     def setup_edit_inspect_sample_export(
         self,
@@ -100,6 +149,10 @@ class DatasetManager:
         self.sample = SampleHandler(self)
         self.inspect = InspectHandler(self)
 
+    def setup_search(self, *args: Any, **kwargs: Any) -> None:
+        """TokenSmith's n-gram search index: not part of dexport (raises NotSupported)."""
+        raise _not_supported("manager.setup_search", "search")
+
     # -- engine -----------------------------------------------------------------------------
     @property
     def executor(self) -> Any:
@@ -123,10 +176,14 @@ class DatasetManager:
         return self._executor
 
     def close(self) -> None:
-        """Release the threads or shut down the cluster this manager started (if any)."""
+        """Release the threads or shut down the cluster this manager started (if any), and
+        remove the folders tokenizer objects were saved to."""
         if self._executor_cm is not None:
             cm, self._executor_cm, self._executor = self._executor_cm, None, None
             cm.__exit__(None, None, None)
+        self._tokenizers.clear()
+        while self._tokenizer_dirs:
+            shutil.rmtree(self._tokenizer_dirs.pop(), ignore_errors=True)
 
     def __enter__(self) -> DatasetManager:
         return self
@@ -134,16 +191,23 @@ class DatasetManager:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tokenizer_path(self, tokenizer: Any) -> str | None:
-        """Workers load tokenizers by path; a tokenizer object is saved once to a temp folder."""
+    def _tokenizer_arg(self, tokenizer: Any) -> str | DecodeFallback | None:
+        """What a TokenExport takes: a path for a folder or a Hugging Face fast tokenizer (saved
+        once to a temporary folder, so workers load its byte table), or a DecodeFallback that
+        calls ``decode`` of any other object per window."""
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             return None if tokenizer is None else os.fspath(tokenizer)
-        key = id(tokenizer)
-        if key not in self._tokenizer_dirs:
-            folder = tempfile.mkdtemp(prefix="dexport-tokenizer-")
-            tokenizer.save_pretrained(folder)
-            self._tokenizer_dirs[key] = folder
-        return self._tokenizer_dirs[key]
+        held = self._tokenizers.get(id(tokenizer))
+        if held is None or held[0] is not tokenizer:
+            if is_hf_tokenizer(tokenizer):
+                folder = tempfile.mkdtemp(prefix="dexport-tokenizer-")
+                self._tokenizer_dirs.append(folder)
+                tokenizer.save_pretrained(folder)
+                held = (tokenizer, folder)
+            else:
+                held = (tokenizer, DecodeFallback(tokenizer))
+            self._tokenizers[id(tokenizer)] = held
+        return held[1]
 
     def _ready(self) -> None:
         if self.order is None:
@@ -177,35 +241,106 @@ class DatasetManager:
             selection_value=value,
             run=run,
             content="text" if return_detokenized else "tokens",
-            tokenizer=self._tokenizer_path(tokenizer),
+            tokenizer=self._tokenizer_arg(tokenizer),
             doc_details=include_doc_details,
             nested=nested,
             format=format_type,
             chunk_size=chunk_size,
             overwrite=overwrite,
             storage_options=self.storage_options,
+            single=_one_file(output_path),
         )
         prepared = prepare_token_export(
             spec, dataset=self.dataset, order=None if kind == "documents" else self.order
         )
         return run_token_export(prepared, self.executor, progress=False)
 
-    def _decoded(
-        self, tokens: np.ndarray, tokenizer: Any, skip_special_tokens: bool = False
-    ) -> list[str]:
+    def _texts(self, ids: np.ndarray, tokenizer: Any, skip_special_tokens: bool = False) -> list:
+        """Samples ``ids`` decoded exactly as ``tokenizer.decode(window)``."""
         from pipeline.tokens.job import _detokenizer
 
-        detok = _detokenizer(self._tokenizer_path(tokenizer), skip_special_tokens)
-        n, width = tokens.shape
-        return detok.decode(tokens.reshape(-1), np.arange(n + 1, dtype=np.int64) * width)
+        windows = self.order.windows(self.dataset, ids)
+        detok = _detokenizer(self._tokenizer_arg(tokenizer), skip_special_tokens)
+        n, width = windows.shape
+        return detok.decode(windows.reshape(-1), np.arange(n + 1, dtype=np.int64) * width)
+
+    def _segments(self, ids: np.ndarray) -> list[list[np.ndarray]]:
+        """Samples ``ids`` as TokenSmith returns them: one token array per document the window
+        spans (in the dataset's dtype); concatenated they are the window the model saw (a
+        window padded to length ends with an array of pad tokens)."""
+        plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, ids)
+        flat = self.dataset.read(plan.starts, plan.lengths)
+        pieces = np.split(flat, np.cumsum(plan.lengths)[:-1]) if len(plan.lengths) else []
+        pad_dtype = np.result_type(flat.dtype, np.min_scalar_type(plan.pad_token))
+        samples, k = [], 0
+        for count in plan.counts.tolist():
+            segments = pieces[k : k + count]
+            k += count
+            short = plan.width - sum(len(x) for x in segments)
+            if short > 0:
+                segments.append(np.full(short, plan.pad_token, pad_dtype))
+            samples.append(segments)
+        return samples
+
+    def _samples(
+        self,
+        ids: np.ndarray,
+        return_doc_details: bool,
+        return_detokenized: bool,
+        tokenizer: Any,
+    ) -> list:
+        """Checked sample ids -> TokenSmith's sample values (optionally paired with details)."""
+        if return_detokenized and tokenizer is None:
+            raise UserError("tokenizer must be provided if return_detokenized is True")
+        if len(ids) == 0:
+            return []
+        content = self._texts(ids, tokenizer) if return_detokenized else self._segments(ids)
+        if not return_doc_details:
+            return content
+        det = self.order.doc_details(ids)
+        return [(c, {k: int(v[i]) for k, v in det.items()}) for i, c in enumerate(content)]
+
+    def _checked(self, kind: str, values: Any, batch_size: int | None = None) -> np.ndarray:
+        """Sample ids of ``values`` (sample or batch ids), each checked against the order:
+        SelectionOutOfRange (a UserError and an IndexError) names the first one outside."""
+        self._ready()
+        ids = _int_ids(values, "batch_ids" if kind == "batches" else "indices")
+        if len(ids) == 0:
+            return ids
+        selection = make_selection(
+            kind,
+            ids,
+            num_samples=len(self.order),
+            num_documents=len(self.dataset),
+            batch_size=batch_size,
+        )
+        return selection.ids
+
+
+def _int_ids(values: Any, name: str) -> np.ndarray:
+    """``values`` (a list, tuple, range or array of integers) as int64."""
+    array = np.asarray(list(values) if isinstance(values, range) else values)
+    if array.size and array.dtype.kind not in "iu":
+        raise UserError(f"{name} must be integers (got {array.dtype} values)")
+    return array.astype(np.int64).reshape(-1)
+
+
+def _one_file(output_path: str) -> bool:
+    """TokenSmith writes ``output_path`` as one file whatever its name (``x.json``, ``x.txt``,
+    ``x.JSONL``, ``out/all``); a path ending in ``/`` (or an existing folder) asks for a folder
+    of part files instead."""
+    path = os.fspath(output_path)
+    return not (path.endswith(("/", os.sep)) or os.path.isdir(path))
 
 
 class ExportHandler:
     """TokenSmith's six export methods (plus ``export_documents``), on the Dask engine.
 
-    ``output_path`` naming a file with an extension (``x.jsonl``, ``x.csv.gz``, ``x.npz``,
-    ``x.parquet``) gives one file; otherwise a directory of part files and ``_manifest.json``.
-    Each call returns the run's summary (records, tokens, files, bytes, seconds, tokens/s).
+    ``output_path`` is one file in ``format_type`` whatever its name (``x.jsonl``, ``x.json``,
+    ``out/all``; gzip/zstd when the name ends in ``.gz``/``.zst``), as TokenSmith writes it; a
+    path ending in ``/`` (or an existing folder) is a folder of part files and
+    ``_manifest.json``. Each call returns the run's summary (records, tokens, files, bytes,
+    seconds, tokens/s) where TokenSmith returns None.
     """
 
     def __init__(self, manager: DatasetManager) -> None:
@@ -376,7 +511,14 @@ def _nested(flatten_batches: bool, format_type: str) -> bool:
 
 
 class SampleHandler:
-    """Samples and batches in memory (TokenSmith's ``manager.sample``)."""
+    """Samples and batches in memory (TokenSmith's ``manager.sample``), with its return types.
+
+    A raw sample is a list of token arrays, one per document segment of the window, in the
+    dataset's dtype (``np.concatenate(sample)`` is the window); a detokenized one is the string
+    ``tokenizer.decode(window)``; with ``return_doc_details`` each becomes ``(sample, details)``,
+    ``details`` a dict of ``doc_index_f``, ``doc_index_l``, ``offset_f``, ``offset_l`` (ints).
+    An id outside the order raises SelectionOutOfRange, both a ValueError and an IndexError.
+    """
 
     def __init__(self, manager: DatasetManager) -> None:
         self.manager = manager
@@ -388,18 +530,10 @@ class SampleHandler:
         return_detokenized: bool = False,
         tokenizer: Any = None,
     ) -> list:
-        """Windows of samples ``indices``: arrays (or text), paired with doc details if asked."""
+        """Samples ``indices`` (training order), in the order given."""
         m = self.manager
-        m._ready()
-        if return_detokenized and tokenizer is None:
-            raise UserError("tokenizer must be provided if return_detokenized is True")
-        ids = m.order.check_ids(np.asarray(indices, np.int64).reshape(-1))
-        windows = m.order.windows(m.dataset, ids)
-        content: list = m._decoded(windows, tokenizer) if return_detokenized else list(windows)
-        if not return_doc_details:
-            return content
-        det = m.order.doc_details(ids)
-        return [(c, {k: int(v[i]) for k, v in det.items()}) for i, c in enumerate(content)]
+        ids = m._checked("sequences", indices)
+        return m._samples(ids, return_doc_details, return_detokenized, tokenizer)
 
     def get_batches_by_ids(
         self,
@@ -410,19 +544,58 @@ class SampleHandler:
         tokenizer: Any = None,
     ) -> list[list]:
         """One list of samples per batch (batch b = samples ``[b*B, (b+1)*B)``)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise UserError(f"batch_size must be a positive integer (got {batch_size!r})")
         if batch_size <= 0:
-            raise UserError("batch_size must be positive")
-        out = []
-        for b in batch_ids:
-            ids = list(range(b * batch_size, (b + 1) * batch_size))
-            out.append(
-                self.get_samples_by_indices(ids, return_doc_details, return_detokenized, tokenizer)
-            )
-        return out
+            raise UserError(f"batch_size must be a positive integer (got {batch_size})")
+        m = self.manager
+        ids = m._checked("batches", batch_ids, int(batch_size))
+        flat = m._samples(ids, return_doc_details, return_detokenized, tokenizer)
+        return [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+
+    def get_samples_by_policy(
+        self,
+        policy_fn: Callable[..., list[int]],
+        *policy_args: Any,
+        return_doc_details: bool = False,
+        return_detokenized: bool = False,
+        tokenizer: Any = None,
+        **policy_kwargs: Any,
+    ) -> list:
+        """Samples at the indices ``policy_fn(*policy_args, **policy_kwargs)`` returns."""
+        indices = _policy_ids(policy_fn, policy_args, policy_kwargs, "sample indices")
+        return self.get_samples_by_indices(
+            indices, return_doc_details, return_detokenized, tokenizer
+        )
+
+    def get_batches_by_policy(
+        self,
+        policy_fn: Callable[..., list[int]],
+        batch_size: int,
+        *policy_args: Any,
+        return_doc_details: bool = False,
+        return_detokenized: bool = False,
+        tokenizer: Any = None,
+        **policy_kwargs: Any,
+    ) -> list[list]:
+        """Batches at the ids ``policy_fn(*policy_args, **policy_kwargs)`` returns."""
+        batch_ids = _policy_ids(policy_fn, policy_args, policy_kwargs, "batch ids")
+        return self.get_batches_by_ids(
+            batch_ids, batch_size, return_doc_details, return_detokenized, tokenizer
+        )
+
+
+def _policy_ids(policy_fn: Any, args: tuple, kwargs: dict, what: str) -> Any:
+    if not callable(policy_fn):
+        raise UserError("policy_fn must be callable")
+    ids = policy_fn(*args, **kwargs)
+    if not isinstance(ids, list | tuple | range | np.ndarray):
+        raise UserError(f"policy_fn must return a list of {what} (got {type(ids).__name__})")
+    return ids
 
 
 class InspectHandler:
-    """One sample or batch (TokenSmith's ``manager.inspect``)."""
+    """One sample or batch (TokenSmith's ``manager.inspect``); values as :class:`SampleHandler`."""
 
     def __init__(self, manager: DatasetManager) -> None:
         self.manager = manager
@@ -434,7 +607,7 @@ class InspectHandler:
         return_detokenized: bool = False,
         tokenizer: Any = None,
     ) -> Any:
-        """The window of ``sample_id`` (text if asked; with doc details if asked)."""
+        """Sample ``sample_id``: its token arrays or text (with its doc details if asked)."""
         return self.manager.sample.get_samples_by_indices(
             [sample_id], return_doc_details, return_detokenized, tokenizer
         )[0]

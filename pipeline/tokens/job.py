@@ -10,6 +10,7 @@ part ``k`` always holds chunk ``k`` whatever the number of workers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,11 +24,12 @@ from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS, format_of_file
 from pipeline.io.compression import compressed, compression_from_name, suffix
-from pipeline.io.storage import join, resolve
+from pipeline.io.storage import join, resolve, write_bytes_atomic
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
+from pipeline.tokens import card
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -55,10 +57,17 @@ class TokenExport:
     resume: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
     backend: str = "cpu"  # cpu | gpu | auto: where detokenization runs
+    # None: ``out`` is one file when its name has a known extension, else a folder (the CLI);
+    # True: one file in ``format`` whatever the name (the API, as TokenSmith); False: a folder.
+    single: bool | None = None
 
     def single_file(self) -> str | None:
-        """The format when ``out`` names one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
+        """The format when ``out`` is one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
+        if self.single is False:
+            return None
         fmt = format_of_file(self.out)
+        if self.single:
+            return self.format or (fmt.name if fmt else "jsonl")
         return fmt.name if fmt else None
 
     def check(self) -> None:
@@ -135,6 +144,14 @@ def _dataset(prefix: str, options_json: str) -> IndexedDataset:
 
 @functools.lru_cache(maxsize=4)
 def _detokenizer(tokenizer: Any, skip_special_tokens: bool):
+    """A path or a Hugging Face tokenizer: the byte-table Detokenizer; any other object with
+    ``decode`` (API only): :class:`DecodeFallback`, its ``decode`` per window."""
+    from pipeline.tokens.decode_fallback import DecodeFallback, is_hf_tokenizer
+
+    if isinstance(tokenizer, DecodeFallback):
+        return tokenizer.with_skip_special_tokens(skip_special_tokens)
+    if not isinstance(tokenizer, str) and not is_hf_tokenizer(tokenizer):
+        return DecodeFallback(tokenizer, skip_special_tokens=skip_special_tokens)
     from gpu.detok import Detokenizer
 
     if isinstance(tokenizer, str):
@@ -190,6 +207,12 @@ def export_chunk(
         np.cumsum(task.lengths, out=offsets[1:])
     text = text_offsets = None
     if spec.content == "text":
+        top = int(flat.max()) if len(flat) else -1
+        if top >= detok.vocab_size:  # the tokenizer would decode it to nothing: wrong tokenizer
+            raise UserError(
+                f"token id {top} in {task.prefix}.bin is outside the tokenizer's vocabulary "
+                f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
+            )
         if spec.backend == "gpu":
             # The kernel runs on the device; writers take host bytes, so copy the result once.
             from gpu.backend import select_backend
@@ -350,7 +373,7 @@ def run_token_export(
     executor = as_executor(executor)
     out_url = spec.out.rstrip("/")
     staging = f"{out_url}{STAGING_SUFFIX if single else ''}"
-    output = OutputDir(staging, spec.storage_options)
+    output = OutputDir(staging, spec.storage_options, owned=() if single else card.OWNED)
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
     metadata = {
@@ -383,7 +406,8 @@ def run_token_export(
             _assemble_single(spec, output, records, out_url)
             files = [out_url]
         else:
-            output.finalize(params, "tokens", records, totals)
+            readme = _publish_card(output, params, totals, prepared.ext)
+            output.finalize(params, "tokens", records, totals, [readme])
             files = [join(out_url, r.path) for r in records]
     except BaseException as exc:
         output.abandon(exc)
@@ -396,6 +420,15 @@ def run_token_export(
         "seconds": round(seconds, 3),
         "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0,
     }
+
+
+def _publish_card(
+    output: OutputDir, params: dict[str, Any], totals: dict[str, Any], ext: str
+) -> PartRecord:
+    """Write the folder's dataset card (``datasets.load_dataset(OUT)`` reads the parts)."""
+    data = card.render_card(params, totals, ext).encode()
+    write_bytes_atomic(output.fs, output.file(card.CARD), data)
+    return PartRecord(card.CARD, 0, len(data), hashlib.sha256(data).hexdigest(), None)
 
 
 def _check_single_target(spec: TokenExport, out_url: str) -> None:

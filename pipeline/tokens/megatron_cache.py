@@ -101,21 +101,10 @@ def find_cache_entries(
 
     An entry lacking one of its three arrays is skipped, as megatron-core treats it as a miss.
     """
-    pattern = join(folder, f"*-{CLASS_NAME}-{split}-description.txt")
-    try:
-        paths = sorted(fs.glob(pattern))
-    except FileNotFoundError:
-        return []
     want = {"class": CLASS_NAME, "index_split": split, "num_samples": num_samples}
     want |= {"random_seed": seed, "sequence_length": seq_len}
     found = []
-    for path in paths:
-        try:
-            described = json.loads(fs.cat_file(path))
-        except (ValueError, UnicodeDecodeError):
-            continue  # not a description megatron-core wrote; it could never match either
-        if not isinstance(described, dict):
-            continue
+    for path, described in read_descriptions(fs, folder, split):
         if any(described.get(k) != v or type(described.get(k)) is bool for k, v in want.items()):
             continue
         if not _same_matrix(described.get("split_matrix"), split_matrix):
@@ -131,6 +120,46 @@ def find_cache_entries(
     return sorted(found, key=lambda e: (not e.same_dataset, e.dataset_path != dataset_path))
 
 
+def read_descriptions(fs: Any, folder: str, split: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(path, parsed description)`` of every ``split`` description in ``folder``."""
+    pattern = join(folder, f"*-{CLASS_NAME}-{split}-description.txt")
+    try:
+        paths = sorted(fs.glob(pattern))
+    except FileNotFoundError:
+        return []
+    found = []
+    for path in paths:
+        try:
+            described = json.loads(fs.cat_file(path))
+        except (ValueError, UnicodeDecodeError, OSError):
+            continue  # not a description megatron-core wrote; it could never match either
+        if isinstance(described, dict):
+            found.append((path, described))
+    return found
+
+
+def other_runs(
+    fs: Any, folder: str, *, dataset_path: str, split: str
+) -> list[tuple[CacheEntry, dict[str, Any]]]:
+    """Complete entries of this dataset and split in ``folder``, whatever their parameters."""
+    found = []
+    for path, described in read_descriptions(fs, folder, split):
+        if described.get("class") != CLASS_NAME or described.get("index_split") != split:
+            continue
+        if not _same_path(described.get("dataset_path"), dataset_path):
+            continue
+        entry = CacheEntry(path[: -len("-description.txt")], described.get("dataset_path"), True)
+        if all(fs.exists(entry.path(kind)) for kind in ARRAY_KINDS):
+            found.append((entry, described))
+    return found
+
+
+def entry_for(folder: str, split: str, description: str) -> CacheEntry:
+    """The entry :func:`save_cache_entry` writes for ``description``."""
+    base = join(folder, f"{description_md5(description)}-{CLASS_NAME}-{split}")
+    return CacheEntry(base, None, True)
+
+
 def load_cache_entry(fs: Any, entry: CacheEntry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read an entry's ``document_index``, ``sample_index`` and ``shuffle_index``."""
     return tuple(_load_npy(fs, entry.path(kind)) for kind in ARRAY_KINDS)  # type: ignore[return-value]
@@ -140,8 +169,7 @@ def save_cache_entry(
     fs: Any, folder: str, split: str, description: str, arrays: tuple[np.ndarray, ...]
 ) -> CacheEntry:
     """Write the arrays and then the description (readers look for the description first)."""
-    base = join(folder, f"{description_md5(description)}-{CLASS_NAME}-{split}")
-    entry = CacheEntry(base, None, True)
+    entry = entry_for(folder, split, description)
     for kind, array in zip(ARRAY_KINDS, arrays, strict=True):
         with atomic_open(fs, entry.path(kind), "wb") as handle:
             np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
@@ -158,6 +186,11 @@ def _load_npy(fs: Any, path: str) -> np.ndarray:
             f"cached megatron-core index {path} cannot be read ({exc}); delete the files of this "
             "cache entry to rebuild them"
         ) from None
+
+
+def same_split_matrix(described: object, ours: list[tuple[float, float] | None]) -> bool:
+    """True when a description's ``split_matrix`` is ours (up to float rounding)."""
+    return _same_matrix(described, ours)
 
 
 def _same_matrix(described: object, ours: list[tuple[float, float] | None]) -> bool:

@@ -32,13 +32,17 @@ from pipeline.tokens.megatron_build import (
     split_range,
 )
 from pipeline.tokens.megatron_cache import (
+    ARRAY_KINDS,
     default_cache_dir,
+    entry_for,
     find_cache_entries,
     load_cache_entry,
     megatron_description,
+    other_runs,
+    same_split_matrix,
     save_cache_entry,
 )
-from pipeline.tokens.sample_order import SampleOrder
+from pipeline.tokens.sample_order import OrderSource, SampleOrder, check_build_memory
 
 MEGATRON_PAD_TOKEN = -1  # megatron-core's _PAD_TOKEN_ID, used when the tokenizer has no pad id
 
@@ -90,6 +94,8 @@ def megatron_sample_order(
     tokenizer_identifiers: dict[str, Any] | None = None,
     drop_last_partial_validation_sequence: bool = True,
     pad_token: int = MEGATRON_PAD_TOKEN,
+    build_index: bool = True,
+    defer_save: bool = False,
 ) -> SampleOrder:
     """The sample order of one split as megatron-core's ``GPTDataset`` sees it.
 
@@ -102,6 +108,10 @@ def megatron_sample_order(
     ``storage_options`` (default: the dataset's) apply to ``cache_dir``. ``pad_token`` fills
     the partial last window of a valid split built without dropping it: megatron-core's raw
     window has the tokenizer's pad id there (``-1`` without one), ``__getitem__`` turns it into 0.
+
+    ``build_index=False`` refuses to build when the cache folder holds entries of this dataset
+    and split for other parameters only (the UserError names the closest); ``defer_save``
+    leaves writing a built entry to ``order.source.save()``. ``order.source`` says what was done.
     """
     check_params(split, num_samples, seq_len, seed)
     matrix = megatron_split_matrix(splits)
@@ -128,6 +138,7 @@ def megatron_sample_order(
         )
         if problem is None:
             arrays = loaded
+            source = OrderSource("megatron", False, tuple(entry.path(k) for k in ARRAY_KINDS))
             break
         if entry.same_dataset:  # files of another dataset that happen to match are skipped
             problems.append(f"cached megatron-core index {entry.path('sample_index')} {problem}")
@@ -141,6 +152,11 @@ def megatron_sample_order(
                 f"seed={seed}, splits={splits!r} in {cache_dir or folder}; check these parameters "
                 "against the run or build the index"
             )
+        if not build_index:
+            _refuse_other_runs(fs, folder, dataset.prefix, params, matrix, cache_dir)
+        check_build_memory(
+            "the megatron-core order", _build_bytes(dataset.sizes, start, stop, num_samples, params)
+        )
         arrays = build_megatron_arrays(
             dataset.sizes,
             **params,
@@ -148,6 +164,7 @@ def megatron_sample_order(
             add_extra_token=add_extra_token,
             drop_last_partial_validation_sequence=drop_last_partial_validation_sequence,
         )
+        source = OrderSource("megatron", True)
         if save:
             description = megatron_description(
                 dataset_path=dataset.prefix,
@@ -156,13 +173,11 @@ def megatron_sample_order(
                 tokenizer_identifiers=tokenizer_identifiers,
                 **params,
             )
-            try:
-                save_cache_entry(fs, folder, split, description, arrays)
-            except OSError as exc:
-                raise UserError(
-                    f"cannot write the megatron-core index to {folder} ({exc}); pass a writable "
-                    "cache_dir or save=False"
-                ) from None
+            entry = entry_for(folder, split, description)
+            source.files = (*(entry.path(k) for k in ARRAY_KINDS), entry.path("description"))
+            source.pending = (_save, (fs, folder, split, description, arrays))
+            if not defer_save:
+                source.save()
     doc_idx, sample_idx, shuffle_idx = arrays
     return SampleOrder(
         "megatron",
@@ -172,6 +187,65 @@ def megatron_sample_order(
         seq_len,
         extra_tokens=extra,
         pad_token=pad_token,
+        source=source,
+    )
+
+
+def _save(fs: Any, folder: str, split: str, description: str, arrays: tuple) -> None:
+    try:
+        save_cache_entry(fs, folder, split, description, arrays)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the megatron-core index to {folder} ({exc}); pass a writable "
+            "cache_dir (--index) or save=False"
+        ) from None
+
+
+def _build_bytes(
+    sizes: np.ndarray, start: int, stop: int, num_samples: int | None, params: dict[str, Any]
+) -> int:
+    """Rough peak memory of building a split's arrays (to refuse absurd sample counts)."""
+    tokens = max(int(sizes[start:stop].sum(dtype=np.int64)), 1)
+    epochs = num_epochs(tokens, num_samples, params["seq_len"], 1)
+    return epochs * (stop - start) * 16 + (epochs * tokens // params["seq_len"] + 1) * 40
+
+
+def _refuse_other_runs(
+    fs: Any,
+    folder: str,
+    dataset_path: str,
+    params: dict[str, Any],
+    matrix: list,
+    cache_dir: str | None,
+) -> None:
+    """UserError naming the closest cache entry of this dataset and split for other parameters."""
+    others = other_runs(fs, folder, dataset_path=dataset_path, split=params["split"])
+    if not others:
+        return
+    keys = {"num_samples": "num_samples", "sequence_length": "seq_len", "random_seed": "seed"}
+
+    def differences(described: dict[str, Any]) -> list[str]:
+        out = [
+            f"{ours}={described.get(theirs)} (not {params[ours]})"
+            for theirs, ours in keys.items()
+            if described.get(theirs) != params[ours]
+        ]
+        if not same_split_matrix(described.get("split_matrix"), matrix):
+            out.append(f"splits={described.get('split')!r}")
+        return out
+
+    others = [item for item in others if differences(item[1])]
+    if not others:
+        return
+    entry, described = min(others, key=lambda item: len(differences(item[1])))
+    more = f" and {len(others) - 1} other run(s)" if len(others) > 1 else ""
+    raise UserError(
+        f"no megatron-core index for split={params['split']}, "
+        f"num_samples={params['num_samples']}, seq_len={params['seq_len']}, "
+        f"seed={params['seed']} in {cache_dir or folder}, which holds "
+        f"{entry.path('description')}{more}: closest has {', '.join(differences(described))}; "
+        "check --seq-len, --seed and --num-samples/--train-iters/--batch-size against the "
+        "training config, or pass --build-index to build a new order"
     )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from pipeline.tokens.neox_build import (
     sample_idx_dtype,
     shuffle_idx_dtype,
 )
-from pipeline.tokens.sample_order import SampleOrder
+from pipeline.tokens.sample_order import OrderSource, SampleOrder, check_build_memory
 
 SPLITS = ("train", "valid", "test")
 PACKINGS = ("packed", "pack_until_overflow", "unpacked")
@@ -186,6 +187,8 @@ def neox_sample_order(
     storage_options: dict[str, Any] | None = None,
     save: bool = True,
     version: str = "auto",
+    build_index: bool = True,
+    defer_save: bool = False,
 ) -> SampleOrder:
     """The sample order of one split as a GPT-NeoX run sees it: its cached files, else rebuilt.
 
@@ -194,6 +197,11 @@ def neox_sample_order(
     dataset's name inside it. ``storage_options`` default to the dataset's. Files are looked
     up under the current names, then (``version="auto"``) the v1.0 names; when missing they are
     built (as ``version``, HEAD for ``auto``) and, with ``save``, published atomically.
+
+    ``build_index=False`` refuses to build when the place holds index files of this dataset and
+    split for other parameters only (a wrong ``seq_len``, ``seed`` or sample count is the likely
+    cause): the UserError names the closest of them. ``defer_save`` leaves the files of a built
+    order to ``order.source.save()``. ``order.source`` says what was done.
     """
     _check_choice("version", version, ("auto", *VERSIONS))
     build_version = "head" if version == "auto" else version
@@ -217,8 +225,15 @@ def neox_sample_order(
             _check_cached(
                 arrays, paths, dataset.sizes, start, stop, num_samples, seq_len, packing, candidate
             )
+            source = OrderSource("neox", False, tuple(paths[kind] for kind in KINDS))
             break
     if arrays is None:
+        if not build_index:
+            _refuse_other_runs(fs, folder, name, params)
+        check_build_memory(
+            "the GPT-NeoX order",
+            _build_bytes(dataset.sizes, start, stop, num_samples, seq_len, packing),
+        )
         arrays = build_neox_arrays(
             dataset.sizes,
             split=split,
@@ -232,8 +247,13 @@ def neox_sample_order(
         )
         if arrays is None:  # unreachable: the split was checked to have documents
             raise UserError(f"split {split!r} has no documents with splits {splits!r}")
+        source = OrderSource("neox", True)
         if save:
-            _save(fs, _paths(folder, neox_index_filenames(name, *params, build_version)), arrays)
+            paths = _paths(folder, neox_index_filenames(name, *params, build_version))
+            source.files = tuple(paths[kind] for kind in KINDS)
+            source.pending = (_save, (fs, paths, arrays))
+            if not defer_save:
+                source.save()
     doc_idx, sample_idx, shuffle_idx = arrays
     return SampleOrder(
         "neox",
@@ -244,6 +264,96 @@ def neox_sample_order(
         extra_tokens=1,
         pad_token=0,
         retry_out_of_range=True,
+        source=source,
+    )
+
+
+def _build_bytes(
+    sizes: np.ndarray, start: int, stop: int, num_samples: int, seq_len: int, packing: str
+) -> int:
+    """Rough peak memory of building a split's arrays (to refuse absurd sample counts)."""
+    n_docs = stop - start
+    tokens = max(int(sizes[start:stop].sum(dtype=np.int64)), 1)
+    if packing == "packed":
+        epochs = neox_num_epochs(tokens, seq_len, num_samples)
+        return epochs * n_docs * 16 + (epochs * tokens // seq_len + 1) * 40
+    per_sample = max(1, -(-(seq_len + 1) * n_docs // tokens))  # documents a sample spans
+    return num_samples * (per_sample * 48 + 40)
+
+
+_INDEX_NAME = re.compile(
+    r"_(train|valid|test)_indexmap_(\d+)ns_(\d+)sl_(\d+)s"
+    r"(?:_(packed|pack_until_overflow|unpacked)pi(_ac)?)?_doc_idx\.npy$"
+)
+
+
+def _other_runs(fs: Any, folder: str, name: str, split: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(file, parameters)`` of the GPT-NeoX ``doc_idx`` files of ``name`` and ``split``."""
+    try:
+        listed = fs.ls(folder or ".", detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for path in sorted(listed):
+        base = posixpath.basename(str(path).rstrip("/"))
+        if not base.startswith(f"{name}_"):
+            continue
+        match = _INDEX_NAME.fullmatch(base[len(name) :])
+        if match is None or match.group(1) != split:
+            continue
+        packing = match.group(5) or "packed"
+        found.append(
+            (
+                str(path),
+                {
+                    "num_samples": int(match.group(2)),
+                    "seq_len": int(match.group(3)),
+                    "seed": int(match.group(4)),
+                    "packing": packing,
+                    "allow_chopped": bool(match.group(6)) if match.group(5) else None,
+                },
+            )
+        )
+    return found
+
+
+def _refuse_other_runs(fs: Any, folder: str, name: str, params: tuple) -> None:
+    """UserError naming the closest index files of another run of this dataset and split."""
+    split, num_samples, seq_len, seed, packing, allow_chopped = params
+    wanted = {
+        "num_samples": num_samples,
+        "seq_len": seq_len,
+        "seed": seed,
+        "packing": packing,
+        "allow_chopped": allow_chopped,
+    }
+
+    def differences(got: dict[str, Any]) -> list[str]:
+        return [k for k, v in got.items() if v is not None and v != wanted[k]]
+
+    # A set for exactly these parameters that is incomplete (a killed save) is rebuilt.
+    others = [item for item in _other_runs(fs, folder, name, split) if differences(item[1])]
+    if not others:
+        return
+
+    def distance(item: tuple[str, dict[str, Any]]) -> tuple[int, float]:
+        got = item[1]
+        differ = differences(got)
+        spread = sum(
+            abs(math.log(max(got[k], 1) / max(wanted[k], 1))) for k in ("num_samples", "seq_len")
+        )
+        return len(differ), spread + (got["seed"] != seed)
+
+    path, got = min(others, key=distance)
+    differ = ", ".join(
+        f"{k}={v} (not {wanted[k]})" for k, v in got.items() if v is not None and v != wanted[k]
+    )
+    more = f" and {len(others) - 1} other run(s)" if len(others) > 1 else ""
+    raise UserError(
+        f"no GPT-NeoX index for split={split}, num_samples={num_samples}, seq_len={seq_len}, "
+        f"seed={seed}, packing={packing} in {folder or '.'}, which holds {path}{more}: closest "
+        f"has {differ}; check --seq-len, --seed and --num-samples/--train-iters/--batch-size "
+        "against the training config, or pass --build-index to build a new order there"
     )
 
 

@@ -21,12 +21,83 @@ chunk of samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
+
+CONVENTION_NAMES = {"neox": "GPT-NeoX", "megatron": "megatron-core"}
+
+
+@dataclass
+class OrderSource:
+    """What was done to get a sample order: files loaded, or arrays built (and where saved).
+
+    ``files`` are the index files read (``built`` False) or written for a built order (empty:
+    not saved). A built order's files may still be ``pending`` (``(function, args)`` that
+    writes them), so that a command writes nothing before every check has passed; ``save``
+    writes them (once).
+    """
+
+    convention: str
+    built: bool
+    files: tuple[str, ...] = ()
+    pending: tuple[Any, tuple] | None = None
+
+    def save(self) -> None:
+        """Write the built order's files if that is still to do."""
+        if self.pending is not None:
+            function, args = self.pending
+            self.pending = None
+            function(*args)
+
+    def describe(self) -> str:
+        """One line for stderr: loaded from which files, or built and saved where."""
+        name = CONVENTION_NAMES.get(self.convention, self.convention)
+        if not self.built:
+            return f"training order loaded from the {name} index files {brace_paths(self.files)}"
+        if self.files:
+            folder = os.path.dirname(self.files[0]) or "."
+            return (
+                f"training order built as {name} builds it and saved to {folder}/: "
+                f"{brace_paths([os.path.basename(f) for f in self.files])}"
+            )
+        return f"training order built as {name} builds it (not saved; pass --index DIR to keep it)"
+
+
+def brace_paths(paths: Any) -> str:
+    """``a_{doc,sample,shuffle}_idx.npy`` for paths that differ in one middle part."""
+    paths = list(paths)
+    if len(paths) < 2:
+        return "".join(paths)
+    head = os.path.commonprefix(paths)
+    tail = os.path.commonprefix([p[len(head) :][::-1] for p in paths])[::-1]
+    middles = [p[len(head) : len(p) - len(tail)] for p in paths]
+    return f"{head}{{{','.join(middles)}}}{tail}"
+
+
+def check_build_memory(what: str, nbytes: int) -> None:
+    """UserError when building an order needs more memory than the machine has available."""
+    try:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    except Exception:  # no psutil or no reading: build and let the system decide
+        return
+    if nbytes > available:
+        raise UserError(
+            f"building {what} needs about {_gib(nbytes)} of memory, more than the "
+            f"{_gib(available)} available; check --num-samples / --train-iters / --batch-size "
+            "and --seq-len against the training run"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -43,6 +114,8 @@ class SampleOrder:
     # GPT-NeoX's GPT2Dataset catches the IndexError of a sample whose last document lies past
     # doc_idx and returns sample ``shuffle_idx[i] % len`` instead; we reproduce that.
     retry_out_of_range: bool = False
+    # Where the arrays came from (loaded files, or built and where they are saved).
+    source: OrderSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def window_len(self) -> int:

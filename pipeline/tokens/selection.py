@@ -3,7 +3,8 @@
 A selection is checked against the data before anything is written and then cut into chunks
 of at most ``chunk_size`` records; chunk ``k`` becomes part file ``k``, so part names depend
 on the selection and the chunk size only — never on the cluster. Batch selections cut at batch
-boundaries so a nested batch never spans two parts.
+boundaries so a nested batch never spans two parts. An id or range outside the data raises
+:class:`~pipeline.errors.SelectionOutOfRange` (a ``UserError`` and an ``IndexError``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import SelectionOutOfRange, UserError
 
 KINDS = ("all", "sequences", "sequence_range", "batches", "batch_range", "documents")
 
@@ -128,7 +129,7 @@ def make_selection(
             n_batches = total // batch_size
             bad = ids[(ids < 0) | (ids >= n_batches)]
             if len(bad):
-                raise UserError(
+                raise SelectionOutOfRange(
                     f"batch {int(bad[0])} is out of range: {total} samples make {n_batches} full "
                     f"batches of {batch_size} (0..{n_batches - 1})"
                 )
@@ -136,7 +137,7 @@ def make_selection(
         else:
             bad = ids[(ids < 0) | (ids >= total)]
             if len(bad):
-                raise UserError(
+                raise SelectionOutOfRange(
                     f"{unit} {int(bad[0])} is out of range: there are {total} {unit}s "
                     f"(0..{total - 1})"
                 )
@@ -146,13 +147,13 @@ def make_selection(
     if kind == "batch_range":
         n_batches = total // batch_size
         if not 0 <= lo < hi <= n_batches:
-            raise UserError(
+            raise SelectionOutOfRange(
                 f"{flag} {lo}:{hi} is outside 0:{n_batches} ({total} samples make {n_batches} full "
                 f"batches of {batch_size}); the end is exclusive"
             )
         return Selection(kind, None, lo * batch_size, hi * batch_size, batch_size)
     if not 0 <= lo < hi <= total:
-        raise UserError(
+        raise SelectionOutOfRange(
             f"{flag} {lo}:{hi} is outside 0:{total} (there are {total} {unit}s); the start must be "
             "below the end, which is exclusive"
         )

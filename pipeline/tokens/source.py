@@ -29,6 +29,10 @@ class TrainingRun:
     extra_token: bool = True
     index_prefix: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # When the index files for these parameters are missing: build them (True), or, when the
+    # place holds files of this dataset for other parameters only, stop naming the closest
+    # (False: the command line without --build-index).
+    build_index: bool = True
 
     def check(self) -> None:
         """Raise one UserError listing every invalid parameter."""
@@ -73,11 +77,19 @@ class TrainingRun:
         """JSON-ready parameters (credentials left out)."""
         params = asdict(self)
         params.pop("storage_options")
+        params.pop("build_index")  # how the order is found, not which order it is
         return params
 
 
-def open_sample_order(dataset: IndexedDataset, run: TrainingRun) -> SampleOrder:
-    """Load the cached sample index of ``run`` or build it (and cache it next to the data)."""
+def open_sample_order(
+    dataset: IndexedDataset, run: TrainingRun, *, defer_save: bool = False
+) -> SampleOrder:
+    """Load the cached sample index of ``run`` or build it (and cache it next to the data).
+
+    ``order.source`` says which files were loaded, or that the order was built and where it is
+    saved; with ``defer_save`` a built order's files are written by ``order.source.save()``
+    (a command calls it once every check has passed, so a refused run writes nothing).
+    """
     run.check()
     if run.convention == "neox":
         from pipeline.tokens.neox_index import neox_sample_order
@@ -93,6 +105,8 @@ def open_sample_order(dataset: IndexedDataset, run: TrainingRun) -> SampleOrder:
             allow_chopped=run.allow_chopped,
             index_prefix=run.index_prefix,
             storage_options=run.storage_options,
+            build_index=run.build_index,
+            defer_save=defer_save,
         )
     from pipeline.tokens.megatron_index import megatron_sample_order
 
@@ -107,4 +121,6 @@ def open_sample_order(dataset: IndexedDataset, run: TrainingRun) -> SampleOrder:
         cache_dir=run.index_prefix,
         storage_options=run.storage_options,
         save=run.index_prefix is not None,
+        build_index=run.build_index,
+        defer_save=defer_save,
     )

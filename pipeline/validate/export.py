@@ -11,11 +11,14 @@ errors (first few, then "and N more") and the average/min/max text length.
 
 from __future__ import annotations
 
+import csv
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from pipeline.errors import CorruptInput, exit_code_of
 from pipeline.formats import token_checks as token_export_checks
 from pipeline.formats.exports import Digest, Export, hash_file, iter_lines, open_export
 from pipeline.formats.record_checks import validate_record
@@ -68,6 +71,13 @@ class ValidationReport:
     kind: str
     splits: list[SplitReport]
     problems: list[str] = field(default_factory=list)  # export-level (manifest, statistics)
+    manifest: bool = False  # the export has dexport's _manifest.json
+
+    @property
+    def unreadable(self) -> bool:
+        """Not one valid record, errors only, and no manifest: not an export at all."""
+        errors = sum(s.error_count for s in self.splits)
+        return not self.manifest and errors > 0 and not any(s.documents for s in self.splits)
 
     @property
     def passed(self) -> bool:
@@ -89,6 +99,7 @@ def validate_export(
     """Validate the export at ``url``; ``show`` errors per split are kept verbatim."""
     export = open_export(url, storage_options)
     report = ValidationReport(url, export.kind, [], list(export.notes))
+    report.manifest = export.manifest is not None
     digests: dict[str, Digest] = {}
     if export.kind == "corpus":
         params = (export.manifest or {}).get("parameters") or {}
@@ -104,10 +115,21 @@ def validate_export(
                 split.error(f"{rel}: the file is missing", show)
                 continue
             digest = digests.setdefault(rel, Digest())
-            if export.kind == "corpus":
-                _check_corpus_file(export, rel, schema, split, digest, show)
-            else:
-                token_export_checks.check_file(export, rel, split, digest, show)
+            try:
+                if export.kind == "corpus":
+                    _check_corpus_file(export, rel, schema, split, digest, show)
+                else:
+                    token_export_checks.check_file(export, rel, split, digest, show)
+            except CorruptInput as exc:  # a truncated .gz/.zst part: this file fails
+                split.error(f"{rel}: {exc}", show)
+                digests.pop(rel, None)
+            except (ValueError, EOFError, csv.Error, zipfile.BadZipFile) as exc:
+                if exit_code_of(exc) is not None:  # a UserError: not about this file's bytes
+                    raise
+                # Bytes that are not the format the name says (pyarrow, csv, zip, decoding).
+                reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                split.error(f"{rel}: unreadable as {rel.split('.', 1)[-1]} ({reason})", show)
+                digests.pop(rel, None)
         report.splits.append(split)
     if export.manifest is not None:
         report.problems += _check_manifest(export, digests)

@@ -43,8 +43,9 @@ def test_workshop_flow_is_one_command(
         )
         == 0
     )
-    printed = capsys.readouterr().out
-    assert "705 documents" in printed and "train" in printed
+    printed = capsys.readouterr()
+    assert printed.out == ""  # stdout stays free for data: the summary goes to stderr
+    assert "705 documents" in printed.err and "train" in printed.err
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
         "_manifest.json",
@@ -399,7 +400,7 @@ def test_strict_exits_1_on_rejects_and_stats_detect_edits(
         == 1
     )
     captured = capsys.readouterr()
-    assert "--strict" in captured.err and "rejected by reason" in captured.out
+    assert "--strict" in captured.err and "rejected by reason" in captured.err
     assert (out / "_manifest.json").exists() and (out / "rejects" / "part-00000.jsonl").exists()
     assert _cli("stats", str(out)) == 0
     stats = json.loads((out / "dataset_stats.json").read_text())

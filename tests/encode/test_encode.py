@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from pipeline.encode.api import encode_corpus
 from pipeline.encode.merge import EncodeTarget
-from pipeline.errors import UserError
+from pipeline.errors import DataCheckFailed, UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
 
 BAD_LINES = ['{"title": "no text"}', '{"text": ""}', "not json", '{"text": 42}']
@@ -276,12 +276,14 @@ def test_existing_output_overwrite_and_resume(
 
 def test_everything_rejected_gives_an_empty_dataset(tmp_path, byte_bpe_tokenizer_path, dask_client):  # noqa: F811
     (tmp_path / "in.jsonl").write_text('{"text": ""}\n{"x": 1}\n')
-    summary = encode_corpus(
-        str(tmp_path / "in.jsonl"),
-        tmp_path / "ds",
-        tokenizer=byte_bpe_tokenizer_path,
-        client=dask_client,
-    )
+    with pytest.raises(DataCheckFailed, match="every record was rejected") as failed:
+        encode_corpus(
+            str(tmp_path / "in.jsonl"),
+            tmp_path / "ds",
+            tokenizer=byte_bpe_tokenizer_path,
+            client=dask_client,
+        )
+    summary = failed.value.summary  # the dataset is written (and kept for inspection)
     assert summary["documents"] == 0 and summary["rejected"] == {
         "empty_text": 1,
         "missing_field": 1,

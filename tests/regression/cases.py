@@ -542,10 +542,18 @@ def _api_manager(convention: str) -> Callable[[Path, Path, Any], None]:
                 include_doc_details=True,
             )
             ex.export_dataset_range(
-                10, 30, str(out / "dr"), format_type="npz", return_detokenized=False, chunk_size=7
+                10,
+                30,
+                str(out / "dr") + "/",
+                format_type="npz",
+                return_detokenized=False,
+                chunk_size=7,
             )
             ex.export_entire_dataset(
-                str(out / "all"), format_type="parquet", return_detokenized=False, chunk_size=100
+                str(out / "all") + "/",
+                format_type="parquet",
+                return_detokenized=False,
+                chunk_size=100,
             )
             ex.export_documents(0, 20, str(out / "docs.jsonl"), tokenizer=tok, chunk_size=6)
 

@@ -159,7 +159,8 @@ def test_tokens_overwrite_refuses_a_finished_output_holding_a_users_file(project
 def test_tokens_overwrite_replaces_its_own_output(project, capsys) -> None:
     ok([*TOKENS, "--out", "out", "--chunk-size", "1"], capsys)
     first = files_of(project / "out")
-    assert sorted(first) == ["_manifest.json", *(f"part-0000{i}.jsonl" for i in range(3))]
+    parts = [f"part-0000{i}.jsonl" for i in range(3)]
+    assert sorted(first) == ["README.md", "_manifest.json", *parts]
     refused(
         [*TOKENS, "--out", "out", "--chunk-size", "1"],
         project,
@@ -169,7 +170,7 @@ def test_tokens_overwrite_replaces_its_own_output(project, capsys) -> None:
     ok([*TOKENS, "--out", "out", "--chunk-size", "1", "--overwrite"], capsys)
     assert files_of(project / "out") == first
     ok([*TOKENS, "--out", "out", "--overwrite"], capsys)  # one part now: the old ones are gone
-    assert sorted(files_of(project / "out")) == ["_manifest.json", "part-00000.jsonl"]
+    assert sorted(files_of(project / "out")) == ["README.md", "_manifest.json", "part-00000.jsonl"]
     assert (project / "notes.txt").read_bytes() == NOTES
 
 
@@ -405,7 +406,7 @@ def test_tokens_overwrite_on_s3_replaces_only_dexports_output(
     assert s3_server.object_keys(s3_bucket) == [f"{s3_bucket.removeprefix('s3://')}/mine/notes.txt"]
     ok([*TOKENS, "--out", f"{s3_bucket}/out", "--chunk-size", "1", *options], capsys)
     first = {k: fs.cat_file(k) for k in s3_server.object_keys(f"{s3_bucket}/out")}
-    assert len(first) == 4
+    assert len(first) == 5  # 3 parts, the dataset card, the manifest
     ok([*TOKENS, "--out", f"{s3_bucket}/out", "--chunk-size", "1", "--overwrite", *options], capsys)
     assert {k: fs.cat_file(k) for k in s3_server.object_keys(f"{s3_bucket}/out")} == first
     fs.pipe_file(f"{s3_bucket}/out/notes.txt", NOTES)
@@ -416,4 +417,4 @@ def test_tokens_overwrite_on_s3_replaces_only_dexports_output(
         r"did not write \(notes\.txt\)",
     )
     assert fs.cat_file(f"{s3_bucket}/out/notes.txt") == NOTES
-    assert len(s3_server.object_keys(f"{s3_bucket}/out")) == 5
+    assert len(s3_server.object_keys(f"{s3_bucket}/out")) == 6

@@ -76,8 +76,8 @@ def test_six_methods_with_tokensmith_defaults(manager, tokenizer, tmp_path):
         [4, 2], return_detokenized=True, tokenizer=tokenizer
     )
     assert [r["content"] for r in _lines(tmp_path / "s.jsonl")] == texts
-    windows = manager.sample.get_samples_by_indices([4, 2])
-    assert texts == [tokenizer.decode(w.tolist()) for w in windows]
+    samples = manager.sample.get_samples_by_indices([4, 2])  # token arrays per document
+    assert texts == [tokenizer.decode(np.concatenate(s).tolist()) for s in samples]
 
 
 def test_tokensmith_failures_done_right(manager, tokenizer, tmp_path, monkeypatch):
@@ -90,7 +90,7 @@ def test_tokensmith_failures_done_right(manager, tokenizer, tmp_path, monkeypatc
         assert (tmp_path / f"raw.{fmt}").stat().st_size > 0
     assert (
         _lines(tmp_path / "raw.jsonl")[0]["content"]
-        == manager.sample.get_samples_by_indices([0])[0].tolist()
+        == np.concatenate(manager.sample.get_samples_by_indices([0])[0]).tolist()
     )
     # doc_details in JSONL (TokenSmith: numpy ints are not JSON serializable)
     ex.export_sequences(
@@ -123,20 +123,21 @@ def test_tokensmith_failures_done_right(manager, tokenizer, tmp_path, monkeypatc
 def test_sample_and_inspect_handlers(manager, tokenizer):
     batches = manager.sample.get_batches_by_ids([2], BATCH, return_doc_details=True)
     assert len(batches) == 1 and len(batches[0]) == BATCH
-    window, details = batches[0][0]
-    assert len(window) == SEQ_LEN + 1
+    segments, details = batches[0][0]
+    assert sum(len(s) for s in segments) == SEQ_LEN + 1
     assert set(details) == {"doc_index_f", "doc_index_l", "offset_f", "offset_l"}
     same = manager.inspect.inspect_sample_by_batch(2, BATCH)
-    assert np.array_equal(same[0], window)
+    assert np.array_equal(np.concatenate(same[0]), np.concatenate(segments))
     text = manager.inspect.inspect_sample_by_id(0, return_detokenized=True, tokenizer=tokenizer)
-    assert text == tokenizer.decode(manager.sample.get_samples_by_indices([0])[0].tolist())
+    window = np.concatenate(manager.sample.get_samples_by_indices([0])[0])
+    assert text == tokenizer.decode(window.tolist())
     with pytest.raises(ValueError, match="out of range"):
         manager.sample.get_samples_by_indices([10**9])
 
 
 def test_manifest_parameters_record_the_run(manager, tokenizer, tmp_path):
     manager.export.export_batch_range(
-        0, 2, BATCH, str(tmp_path / "dir"), format_type="parquet", return_detokenized=False
+        0, 2, BATCH, str(tmp_path / "dir") + "/", format_type="parquet", return_detokenized=False
     )
     manifest = json.loads((tmp_path / "dir" / "_manifest.json").read_text())
     assert manifest["parameters"]["run"]["seq_len"] == SEQ_LEN

@@ -122,7 +122,8 @@ def test_tokens_every_selection_and_format(dataset, dask_client, tmp_path, kind,
         assert got_batch == [i // BATCH for i in ids]
     assert summary["records"] == len(ids)
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert [f["path"] for f in manifest["files"]] == [p.name for p in _parts(tmp_path / "out")]
+    parts = [p.name for p in _parts(tmp_path / "out")]
+    assert [f["path"] for f in manifest["files"]] == ["README.md", *parts]  # + the dataset card
     assert sum(f["rows"] for f in manifest["files"]) == len(ids)
 
 
