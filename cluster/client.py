@@ -158,13 +158,41 @@ def _connect(
     else:
         source = "--scheduler"
     _check_address(scheduler, source)
+    _probe(scheduler, source, min(timeout, PROBE_TIMEOUT_S))
     try:
         return Client(scheduler, timeout=timeout, set_as_default=set_as_default)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ClusterError(
+        raise SchedulerUnreachable(
             f"cannot connect to the Dask scheduler at {scheduler!r} ({reason}); "
             f"check {source} and that the scheduler is running"
+        ) from None
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+class SchedulerUnreachable(ClusterError):
+    """No Dask scheduler answers at the address: worth retrying later (exit status 3)."""
+
+    exit_code = 3
+
+
+def _probe(address: str, source: str, timeout: float) -> None:
+    """One TCP connection attempt, so a dead address fails in seconds, not after retries."""
+    import socket
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SchedulerUnreachable(
+            f"cannot connect to the Dask scheduler at {address!r} ({reason}); "
+            f"check {source} and that the scheduler is running, then retry"
         ) from None
 
 

@@ -37,6 +37,7 @@ class TokenRecords:
     details: dict[str, np.ndarray] | None
     nested: bool = False
     metadata: dict | None = None  # NPZ carries it as a JSON string
+    batch_id_last: bool = False  # TokenSmith's order: batch_id after the other columns
 
     def __len__(self) -> int:
         return len(self.index)
@@ -76,11 +77,13 @@ def _record_dicts(rec: TokenRecords, *, with_batch: bool) -> list[dict]:
     out = []
     for i in range(len(rec)):
         row: dict = {"index": index[i]}
-        if batch is not None:
+        if batch is not None and not rec.batch_id_last:
             row["batch_id"] = batch[i]
         row["content"] = orjson.Fragment(frags[i])
         if details is not None:
             row["doc_details"] = {k: details[k][i] for k in DETAIL_FIELDS}
+        if batch is not None and rec.batch_id_last:
+            row["batch_id"] = batch[i]
         out.append(row)
     return out
 
@@ -111,10 +114,12 @@ def write_jsonl(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) ->
 def csv_columns(rec: TokenRecords) -> list[str]:
     """CSV header: ``index,content[,batch_id][,doc_index_f,doc_index_l,offset_f,offset_l]``."""
     cols = ["index", "content"]
-    if rec.batch_id is not None:
+    if rec.batch_id is not None and not rec.batch_id_last:
         cols.append("batch_id")
     if rec.details:
         cols.extend(DETAIL_FIELDS)
+    if rec.batch_id is not None and rec.batch_id_last:
+        cols.append("batch_id")
     return cols
 
 
@@ -123,10 +128,13 @@ def write_csv(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> N
     frags = _content_fragments(rec, csv=True)
     tails = [[str(x).encode() for x in rec.index.tolist()]]
     extra: list[list[bytes]] = []
-    if rec.batch_id is not None:
-        extra.append([str(x).encode() for x in rec.batch_id.tolist()])
+    batch = [str(x).encode() for x in rec.batch_id.tolist()] if rec.batch_id is not None else None
+    if batch is not None and not rec.batch_id_last:
+        extra.append(batch)
     if rec.details:
         extra.extend([str(x).encode() for x in rec.details[k].tolist()] for k in DETAIL_FIELDS)
+    if batch is not None and rec.batch_id_last:
+        extra.append(batch)
     out = io.BytesIO()
     if header:
         out.write(",".join(csv_columns(rec)).encode() + b"\r\n")

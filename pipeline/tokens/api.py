@@ -249,6 +249,7 @@ class DatasetManager:
             overwrite=overwrite,
             storage_options=self.storage_options,
             single=_one_file(output_path),
+            batch_id_last=True,
         )
         prepared = prepare_token_export(
             spec, dataset=self.dataset, order=None if kind == "documents" else self.order

@@ -60,6 +60,9 @@ class TokenExport:
     # None: ``out`` is one file when its name has a known extension, else a folder (the CLI);
     # True: one file in ``format`` whatever the name (the API, as TokenSmith); False: a folder.
     single: bool | None = None
+    # TokenSmith's column order (the API): ``batch_id`` after every other column, not after
+    # ``content`` as DESIGN.md's header has it for the command line.
+    batch_id_last: bool = False
 
     def single_file(self) -> str | None:
         """The format when ``out`` is one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
@@ -133,6 +136,7 @@ class TokenExport:
             "format": self.format,
             "compression": self.compression,
             "chunk_size": self.chunk_size,
+            **({"batch_id_last": True} if self.batch_id_last else {}),
         }
 
 
@@ -233,6 +237,7 @@ def export_chunk(
         details=task.details,
         nested=spec.nested,
         metadata=metadata,
+        batch_id_last=spec.batch_id_last,
     )
 
     def write(handle) -> tuple[int, dict]:

@@ -128,6 +128,21 @@ def test_unreachable_scheduler_is_a_user_error() -> None:
     assert time.monotonic() - start < 10
 
 
+def test_a_dead_scheduler_address_fails_fast_with_the_retry_code() -> None:
+    import socket
+
+    from cluster.client import SchedulerUnreachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(SchedulerUnreachable, match="cannot connect") as err:
+        get_client(scheduler=f"tcp://127.0.0.1:{port}").__enter__()
+    assert err.value.exit_code == 3
+    assert time.monotonic() - start < 6
+
+
 def test_conflicting_arguments_are_reported_together() -> None:
     with pytest.raises(UserError) as err:
         get_client(scheduler="tcp://127.0.0.1:1", scheduler_file="s.json", workers=0).__enter__()

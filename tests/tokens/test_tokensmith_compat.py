@@ -656,3 +656,28 @@ def test_readme_and_docs_api_snippets_run_as_written(tmp_path, monkeypatch, caps
     assert (tmp_path / "out" / "all" / "_manifest.json").is_file()
     assert (tmp_path / "out" / "api" / "first.json").is_file()
     assert "is out of range" in capsys.readouterr().out
+
+
+def test_batch_id_comes_after_tokensmith_columns(manager, data, tmp_path):
+    ex, tok = manager.export, data["tok"]
+    ex.export_batches(
+        [1, 2],
+        4,
+        str(tmp_path / "b.csv"),
+        format_type="csv",
+        tokenizer=tok,
+        include_doc_details=True,
+        flatten_batches=True,
+    )
+    header = (tmp_path / "b.csv").read_bytes().split(b"\r\n", 1)[0].decode()
+    assert header == "index,content,doc_index_f,doc_index_l,offset_f,offset_l,batch_id"
+    ex.export_batches(
+        [1],
+        4,
+        str(tmp_path / "b.jsonl"),
+        tokenizer=tok,
+        include_doc_details=True,
+        flatten_batches=True,
+    )
+    first = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])
+    assert list(first) == ["index", "content", "doc_details", "batch_id"]
