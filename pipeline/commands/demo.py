@@ -82,7 +82,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         "2/3 building the GPT-NeoX training order (seq_len 128, seed 1234, 50 iters x 16)",
         file=sys.stderr,
     )
-    print("3/3 exporting batches 5-9 as text ", file=sys.stderr)
+    print("3/3 exporting batches 5-9 as text (doc details, one JSONL file)", file=sys.stderr)
     with executor_from_args(args, tasks=1) as executor:
         summary = run_token_export(spec, executor)
     print_summary(summary)
