@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "End to end on one machine: generate a corpus and tokenizer, "
             "tokenize it into a Megatron dataset, build the GPT-NeoX training order, "
             "and export what the model saw in batches 5-9 (text + doc details) "
-            "on an embedded Dask cluster."
+            "on threads of this process (--workers N for an embedded Dask cluster)."
         ),
     )
     p.add_argument(
