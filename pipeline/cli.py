@@ -13,7 +13,17 @@ from pipeline.errors import exit_code_of
 
 # Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
 # ``func`` (a callable taking the parsed args and returning an exit status).
-COMMANDS = ("demo", "tokens", "inspect", "encode", "corpus", "validate", "stats", "summary")
+COMMANDS = (
+    "demo",
+    "tokens",
+    "inspect",
+    "encode",
+    "corpus",
+    "validate",
+    "stats",
+    "summary",
+    "run",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +57,14 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for errors the user can fix)."""
     logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Call ``args.func(args)``; errors the user can act on become one stderr line and a status.
+
+    Shared by :func:`main` and ``dexport run`` (each job step), so both map errors the same way.
+    """
     try:
         return int(args.func(args) or 0)
     except PermissionError as exc:
