@@ -89,3 +89,31 @@ def executor_from_args(
         in_process=threads or None,
     ) as executor:
         yield executor
+
+
+def parse_fraction(text: str) -> float:
+    """A number between 0 and 1 (``--max-reject-fraction``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.5)")
+    return value
+
+
+def add_reject_args(parser: argparse.ArgumentParser, *, product: str) -> None:
+    """``--strict`` and ``--max-reject-fraction`` (jobs that keep rejected records aside)."""
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any record was rejected"
+    )
+    parser.add_argument(
+        "--max-reject-fraction",
+        type=parse_fraction,
+        default=0.5,
+        metavar="F",
+        help=(
+            "exit with status 1 when more than this fraction of the records is rejected, or all "
+            f"of them (default 0.5; the {product} is still written)"
+        ),
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.commands.common import (
     add_cluster_args,
     add_output_args,
+    add_reject_args,
     executor_from_args,
     storage_options,
 )
@@ -30,17 +31,6 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a size (e.g. 64M, 1G, 1048576)"
         ) from None
-
-
-def parse_fraction(text: str) -> float:
-    """A number between 0 and 1 (``--max-reject-fraction``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.5)")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -120,19 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "adds token counts to the statistics"
         ),
     )
-    p.add_argument(
-        "--strict", action="store_true", help="exit with status 1 when any record was rejected"
-    )
-    p.add_argument(
-        "--max-reject-fraction",
-        type=parse_fraction,
-        default=0.5,
-        metavar="F",
-        help=(
-            "exit with status 1 when more than this fraction of the records is rejected, or all "
-            "of them (default 0.5; the output is still written)"
-        ),
-    )
+    add_reject_args(p, product="output")
     p.add_argument(
         "--no-card", dest="card", action="store_false", help="do not write README.md and histograms"
     )

@@ -7,7 +7,12 @@ import re
 import sys
 from typing import Any
 
-from pipeline.commands.common import add_cluster_args, executor_from_args, storage_options
+from pipeline.commands.common import (
+    add_cluster_args,
+    add_reject_args,
+    executor_from_args,
+    storage_options,
+)
 
 _UNITS = {
     "": 1,
@@ -32,17 +37,6 @@ def parse_size(text: str) -> int:
             f"invalid size {text!r}; use bytes or a unit such as 64MiB, 256MB, 1GiB"
         )
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def parse_fraction(text: str) -> float:
-    """A number between 0 and 1 (``--max-reject-fraction``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.5)")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,19 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="megatron",
         help="one merged .bin/.idx (default) or NPZ shards (flat tokens + offsets)",
     )
-    p.add_argument(
-        "--strict", action="store_true", help="exit with status 1 when any record was rejected"
-    )
-    p.add_argument(
-        "--max-reject-fraction",
-        type=parse_fraction,
-        default=0.5,
-        metavar="F",
-        help=(
-            "exit with status 1 when more than this fraction of the records is rejected, or all "
-            "of them (default 0.5; the dataset is still written)"
-        ),
-    )
+    add_reject_args(p, product="dataset")
     group = p.add_argument_group("output")
     group.add_argument(
         "--partition-size",
