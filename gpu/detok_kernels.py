@@ -26,11 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from gpu.byte_table import KIND_BYTE, KIND_PARTIAL, KIND_SKIP, ByteTable
+from gpu.unaligned import load_u64, store_u64
 from gpu.utf8 import first_invalid, replace_invalid
 
 # Transformers' clean_up_tokenization, in its order.
@@ -137,33 +135,6 @@ def _rewrite(out, start, end, rules, pat_off, rep_off):
     return end
 
 
-@intrinsic
-def _store_u64(typingctx, arr, idx, val):
-    """Unaligned 8-byte store of ``val`` at ``arr[idx]`` (one instruction instead of 8)."""
-    sig = types.void(arr, types.int64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(64).as_pointer())
-        builder.store(args[2], ptr, align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _load_u64(typingctx, arr, idx):
-    """Unaligned 8-byte load from ``arr[idx]``."""
-    sig = types.uint64(arr, types.int64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(64).as_pointer())
-        return builder.load(ptr, align=1)
-
-    return sig, codegen
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _form_byte(entry, data, a, q):
     """Byte ``q`` of a form: inline in ``entry`` when ``a < 0``, else ``data[a + q]``."""
@@ -244,11 +215,11 @@ def _decode_into(
                     out[pos] = _form_byte(entry, data, a, k)
                     pos += 1
             elif a < 0:
-                _store_u64(out, pos, entry)  # 7 bytes of text; the 8th is overwritten later
+                store_u64(out, pos, entry)  # 7 bytes of text; the 8th is overwritten later
                 pos += n
             else:
                 for q in range(0, n, 8):
-                    _store_u64(out, pos + q, _load_u64(data, a + q))
+                    store_u64(out, pos + q, load_u64(data, a + q))
                 pos += n
         if run_start >= 0:
             pos, strip_left = _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left)

@@ -14,7 +14,8 @@ A column is ``(data uint8, offsets int64 [n+1])``: string ``i`` is the UTF-8 in
   belongs to the row writer, not to the field.
 - :func:`arrow_string_array`: a ``pyarrow`` string array over the same buffers (no copy).
 
-The escaping kernels make two passes: exact output sizes, then the bytes.
+The escaping kernels make two passes: exact output sizes, then the bytes; both step over
+words of 8 bytes that need no escape.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 import numba
 import numpy as np
+
+from gpu.unaligned import load_u64, store_u64
 
 # Extra output bytes per input byte in a JSON string: 1 for the two-character escapes, 5 for
 # \u00xx, 0 otherwise.
@@ -54,41 +57,121 @@ def _check(data: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
+# Word-at-a-time tests (8 bytes per step): most text holds no byte that JSON escapes, so a
+# whole word is counted or copied at once; only words that hold one are looked at bytewise.
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_SPACES = np.uint64(0x2020202020202020)
+_QUOTES = np.uint64(0x2222222222222222)
+_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zero_byte(word):
+    """High bit set in each byte of ``word`` that is zero (exact for the lowest such byte;
+    only "any" is asked here)."""
+    return (word - _ONES) & ~word & _HIGHS
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _has_json_special(word):
+    """Whether any byte of ``word`` is below 0x20, ``"`` (0x22) or ``\\`` (0x5C)."""
+    below_space = (word - _SPACES) & ~word & _HIGHS
+    return (below_space | _zero_byte(word ^ _QUOTES) | _zero_byte(word ^ _BACKSLASHES)) != 0
+
+
 @numba.njit(cache=True, nogil=True)
-def _json_sizes(data, offsets, extra, out_off):
+def _escaped_size(data, start, end, extra):
+    size = end - start
+    j = start
+    while j + 8 <= end:
+        if _has_json_special(load_u64(data, j)):
+            for q in range(j, j + 8):
+                size += extra[data[q]]
+        j += 8
+    while j < end:
+        size += extra[data[j]]
+        j += 1
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _escape_into(data, start, end, extra, short, hexdigits, out, pos):
+    """Write ``data[start:end]`` JSON-escaped at ``out[pos:]``; returns the end position."""
+    j = start
+    while j < end:
+        if j + 8 <= end:
+            word = load_u64(data, j)
+            if not _has_json_special(word):
+                store_u64(out, pos, word)
+                pos += 8
+                j += 8
+                continue
+        c = data[j]
+        e = extra[c]
+        if e == 0:
+            out[pos] = c
+            pos += 1
+        elif e == 1:
+            out[pos] = 0x5C
+            out[pos + 1] = short[c]
+            pos += 2
+        else:
+            out[pos] = 0x5C
+            out[pos + 1] = 0x75  # u
+            out[pos + 2] = 0x30
+            out[pos + 3] = 0x30
+            out[pos + 4] = hexdigits[c >> 4]
+            out[pos + 5] = hexdigits[c & 0xF]
+            pos += 6
+        j += 1
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _json_sizes(data, offsets, extra, out_off, before, after):
+    """Output offsets of ``before[i] + '"' + escaped string i + '"' + after[i]``."""
     out_off[0] = 0
     for i in range(offsets.shape[0] - 1):
-        size = 2 + offsets[i + 1] - offsets[i]
-        for j in range(offsets[i], offsets[i + 1]):
-            size += extra[data[j]]
+        size = 2 + _escaped_size(data, offsets[i], offsets[i + 1], extra)
+        size += before[i + 1] - before[i] + after[i + 1] - after[i]
         out_off[i + 1] = out_off[i] + size
 
 
 @numba.njit(cache=True, nogil=True)
-def _json_write(data, offsets, extra, short, hexdigits, out, out_off):
+def _copy(src, start, end, out, pos):
+    for q in range(end - start):
+        out[pos + q] = src[start + q]
+    return pos + end - start
+
+
+@numba.njit(cache=True, nogil=True)
+def _json_write(data, offsets, extra, short, hexdigits, out, out_off, b_data, b_off, a_data, a_off):
     for i in range(offsets.shape[0] - 1):
-        pos = out_off[i]
+        pos = _copy(b_data, b_off[i], b_off[i + 1], out, out_off[i])
         out[pos] = 0x22
-        pos += 1
-        for j in range(offsets[i], offsets[i + 1]):
-            c = data[j]
-            e = extra[c]
-            if e == 0:
-                out[pos] = c
-                pos += 1
-            elif e == 1:
-                out[pos] = 0x5C
-                out[pos + 1] = short[c]
-                pos += 2
-            else:
-                out[pos] = 0x5C
-                out[pos + 1] = 0x75  # u
-                out[pos + 2] = 0x30
-                out[pos + 3] = 0x30
-                out[pos + 4] = hexdigits[c >> 4]
-                out[pos + 5] = hexdigits[c & 0xF]
-                pos += 6
+        pos = _escape_into(data, offsets[i], offsets[i + 1], extra, short, hexdigits, out, pos + 1)
         out[pos] = 0x22
+        _copy(a_data, a_off[i], a_off[i + 1], out, pos + 1)
+
+
+def _framed(
+    data: Any, offsets: Any, before: tuple[Any, Any] | None, after: tuple[Any, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    data, offsets = _check(data, offsets)
+    n = offsets.shape[0] - 1
+    empty = (np.zeros(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64))
+    b_data, b_off = _check(*(before or empty))
+    a_data, a_off = _check(*(after or empty))
+    if b_off.shape[0] != n + 1 or a_off.shape[0] != n + 1:
+        raise ValueError("before/after columns must have as many rows as the strings")
+    out_off = np.empty_like(offsets)
+    _json_sizes(data, offsets, _JSON_EXTRA, out_off, b_off, a_off)
+    out = np.empty(int(out_off[-1]) + 8, dtype=np.uint8)  # 8-byte stores may run past the end
+    _json_write(
+        data, offsets, _JSON_EXTRA, _JSON_SHORT, _HEX, out, out_off, b_data, b_off, a_data, a_off
+    )
+    return out[: out_off[-1]], out_off
 
 
 def json_string_column(data: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -96,12 +179,19 @@ def json_string_column(data: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]
 
     Returns ``(data uint8, offsets int64 [n+1])`` of the literals (quotes included).
     """
-    data, offsets = _check(data, offsets)
-    out_off = np.empty_like(offsets)
-    _json_sizes(data, offsets, _JSON_EXTRA, out_off)
-    out = np.empty(int(out_off[-1]), dtype=np.uint8)
-    _json_write(data, offsets, _JSON_EXTRA, _JSON_SHORT, _HEX, out, out_off)
-    return out, out_off
+    return _framed(data, offsets, None, None)
+
+
+def json_framed_column(
+    data: Any, offsets: Any, before: tuple[Any, Any], after: tuple[Any, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each string as a JSON literal between two byte columns: ``before[i] literal after[i]``.
+
+    ``before`` and ``after`` are ``(data, offsets)`` columns with as many rows as the strings
+    (for example the start of a JSON object up to a key, and the rest of the line), so a writer
+    gets whole JSON lines in one buffer without a Python object per row.
+    """
+    return _framed(data, offsets, before, after)
 
 
 @numba.njit(cache=True, nogil=True)

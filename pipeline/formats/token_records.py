@@ -50,13 +50,13 @@ class TokenRecords:
 
 # -- JSON ----------------------------------------------------------------------------------
 def _content_fragments(rec: TokenRecords, *, csv: bool = False) -> list[bytes]:
+    """Each record's content as its encoded bytes (JSON text goes through ``write_jsonl``)."""
     n = len(rec)
     if rec.text is not None:
-        from gpu.text_escape import csv_field_column, json_string_column
+        from gpu.text_escape import csv_field_column
 
-        data, offsets = (csv_field_column if csv else json_string_column)(
-            rec.text, rec.text_offsets
-        )
+        assert csv, "JSON text is framed by write_jsonl"
+        data, offsets = csv_field_column(rec.text, rec.text_offsets)
         return [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(n)]
     off = rec.token_offsets
     tokens = rec.tokens
@@ -69,8 +69,7 @@ def _content_fragments(rec: TokenRecords, *, csv: bool = False) -> list[bytes]:
     return frags
 
 
-def _record_dicts(rec: TokenRecords, *, with_batch: bool) -> list[dict]:
-    frags = _content_fragments(rec)
+def _record_dicts(rec: TokenRecords, content: list, *, with_batch: bool) -> list[dict]:
     index = rec.index.tolist()
     batch = rec.batch_id.tolist() if rec.batch_id is not None and with_batch else None
     details = {k: rec.details[k].tolist() for k in DETAIL_FIELDS} if rec.details else None
@@ -79,7 +78,7 @@ def _record_dicts(rec: TokenRecords, *, with_batch: bool) -> list[dict]:
         row: dict = {"index": index[i]}
         if batch is not None and not rec.batch_id_last:
             row["batch_id"] = batch[i]
-        row["content"] = orjson.Fragment(frags[i])
+        row["content"] = content[i]
         if details is not None:
             row["doc_details"] = {k: details[k][i] for k in DETAIL_FIELDS}
         if batch is not None and rec.batch_id_last:
@@ -95,19 +94,48 @@ def _batch_groups(batch_id: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(batch_id[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+# Text content is left out of the Python objects: each record holds this slot, the lines are
+# cut at the slots, and one kernel writes the escaped text between the pieces.
+_CONTENT_KEY = b'"content":'
+_SLOT = orjson.Fragment(b"0")
+
+
+def _byte_column(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8), offsets
+
+
 def write_jsonl(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> None:
     """One JSON object per line (one per batch, ``{"batch_id", "sequences"}``, when nested)."""
     del header
+    n = len(rec)
+    if n == 0:
+        return
+    text = rec.text is not None
+    content = [_SLOT] * n if text else list(map(orjson.Fragment, _content_fragments(rec)))
+    rows = _record_dicts(rec, content, with_batch=not rec.nested)
     if rec.nested:
-        rows = _record_dicts(rec, with_batch=False)
         lines = [
             orjson.dumps({"batch_id": b, "sequences": rows[lo:hi]})
             for b, lo, hi in _batch_groups(rec.batch_id)
         ]
     else:
-        lines = [orjson.dumps(r) for r in _record_dicts(rec, with_batch=True)]
-    if lines:
-        handle.write(b"\n".join(lines) + b"\n")
+        lines = [orjson.dumps(r) for r in rows]
+    blob = b"\n".join(lines) + b"\n"
+    if not text:
+        handle.write(blob)
+        return
+    # The key cannot occur elsewhere: inside a JSON string its quotes would be escaped.
+    pieces = blob.split(_CONTENT_KEY + b"0")
+    before = [piece + _CONTENT_KEY for piece in pieces[:-1]]
+    after = [b""] * (n - 1) + [pieces[-1]]
+    from gpu.text_escape import json_framed_column
+
+    data, _ = json_framed_column(
+        rec.text, rec.text_offsets, _byte_column(before), _byte_column(after)
+    )
+    handle.write(memoryview(data))
 
 
 # -- CSV -----------------------------------------------------------------------------------

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpu.text_escape import arrow_string_array, csv_field_column, json_string_column
+from gpu.text_escape import (
+    arrow_string_array,
+    csv_field_column,
+    json_framed_column,
+    json_string_column,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None)
 TEXT = st.text(
@@ -31,6 +36,12 @@ def column(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
 
 
+def bytes_column(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8).copy(), offsets
+
+
 def split(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
     buf = data.tobytes()
     return [buf[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
@@ -48,6 +59,24 @@ def csv_field(text: str) -> str:
 def test_json_string_column_matches_orjson(strings: list[str]) -> None:
     got = split(*json_string_column(*column(strings)))
     assert got == [orjson.dumps(s) for s in strings]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.binary(max_size=9), TEXT, st.binary(max_size=9)), max_size=12))
+def test_json_framed_column_puts_each_literal_between_its_pieces(rows: list) -> None:
+    before, strings, after = (list(part) for part in zip(*rows, strict=True)) if rows else ([],) * 3
+    data, offsets = json_framed_column(*column(strings), bytes_column(before), bytes_column(after))
+    assert split(data, offsets) == [b + orjson.dumps(s) + a for b, s, a in rows]
+
+
+def test_json_escape_every_byte_at_every_word_position() -> None:
+    """The kernels step over 8-byte words: each escaped byte value, at each place in a word,
+    in strings around the word size."""
+    specials = [chr(c) for c in range(0x20)] + ['"', "\\", "\x7f", "é", "日"]
+    strings = [
+        "a" * lead + ch + "b" * tail for ch in specials for lead in range(9) for tail in (0, 7, 9)
+    ]
+    assert split(*json_string_column(*column(strings))) == [orjson.dumps(s) for s in strings]
 
 
 @SETTINGS
