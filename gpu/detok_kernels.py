@@ -9,7 +9,10 @@ buffer and its end offset, applying the whole-window rules as it goes:
   the run does not break it;
 - with a lossy table (ByteLevel) the window's bytes are decoded as UTF-8 with replacement of
   each maximal invalid subpart by U+FFFD — the rule of Python's ``'replace'`` and Rust's
-  ``from_utf8_lossy`` — but only windows holding partial tokens are scanned;
+  ``from_utf8_lossy``. Only the bytes of runs of partial tokens are scanned, each run as it
+  ends: every other token is valid UTF-8 on its own and starts on a character boundary, so an
+  invalid subpart never crosses a run's ends, and repairing the run alone is repairing the
+  window;
 - up to ``strip_count`` leading ``strip_char`` characters are dropped;
 - optional rewrite rules (transformers' ``clean_up_tokenization``) run last, in order, each as
   a non-overlapping left-to-right replace (``str.replace`` semantics; every pattern is ASCII,
@@ -144,13 +147,22 @@ def _form_byte(entry, data, a, q):
 
 
 @numba.njit(cache=True, nogil=True)
+def _repair(out, start, end, cap, scratch):
+    """Replace invalid UTF-8 in ``out[start:end]``; returns ``(end, scratch)``, end -1 when
+    ``cap`` is too small."""
+    bad = first_invalid(out, start, end)
+    if bad == end:
+        return end, scratch
+    return replace_invalid(out, bad, end, cap, scratch)
+
+
+@numba.njit(cache=True, nogil=True)
 def _decode_into(
     tokens,
     offsets,
     rest_tab,
     first_tab,
     data,
-    lossy,
     strip_char,
     strip_count,
     rules,
@@ -171,7 +183,7 @@ def _decode_into(
         first = True
         strip_left = strip_count
         run_start = -1
-        check = False
+        partial_start = -1  # output position where the current run of partial tokens began
         for j in range(offsets[w], offsets[w + 1]):
             t = np.int64(tokens[j])
             if t < 0 or t >= vocab:
@@ -183,6 +195,11 @@ def _decode_into(
                 continue
             first = False
             if kind == KIND_BYTE:
+                if partial_start >= 0:
+                    pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+                    if pos < 0:
+                        return w
+                    partial_start = -1
                 if run_start < 0:
                     run_start = pos
                 if pos >= cap:
@@ -196,7 +213,13 @@ def _decode_into(
                     return w
                 run_start = -1
             if kind == KIND_PARTIAL:
-                check = True
+                if partial_start < 0:
+                    partial_start = pos
+            elif partial_start >= 0:
+                pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+                if pos < 0:
+                    return w
+                partial_start = -1
             n = np.int64(top & 0xF)
             a = np.int64(-1)
             if n == 15:
@@ -225,12 +248,10 @@ def _decode_into(
             pos, strip_left = _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left)
             if pos < 0:
                 return w
-        if lossy and check:
-            bad = first_invalid(out, ws, pos)
-            if bad < pos:
-                pos, scratch = replace_invalid(out, bad, pos, cap, scratch)
-                if pos < 0:
-                    return w
+        if partial_start >= 0:
+            pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+            if pos < 0:
+                return w
         if pat_off.shape[0] > 1:
             pos = _rewrite(out, ws, pos, rules, pat_off, rep_off)
         out_off[w + 1] = pos
@@ -307,7 +328,6 @@ def _decode_block(
             rest_tab,
             first_tab,
             data,
-            table.lossy,
             table.strip_char,
             table.strip_count,
             *rules,

@@ -12,6 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from gpu.unaligned import load_u64
+
+_HIGH_BITS = np.uint64(0x8080808080808080)
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def seq_len(buf, i, end):
@@ -52,6 +56,9 @@ def first_invalid(buf, start, end):
     """Index of the first byte of ``buf[start:end]`` not part of valid UTF-8, else ``end``."""
     i = start
     while i < end:
+        if i + 8 <= end and load_u64(buf, i) & _HIGH_BITS == 0:
+            i += 8  # eight ASCII bytes
+            continue
         if buf[i] < 0x80:
             i += 1
             continue
