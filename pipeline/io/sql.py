@@ -409,7 +409,7 @@ def iter_key_range(part: SqlPartition, limit: int | None = None) -> Iterator[Par
             result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
                 query
             )
-            names = list(result.keys())
+            names = [str(n) for n in result.keys()]  # plain str: orjson refuses subclasses
             row_no = part.start
             for rows in result.partitions(FETCH_ROWS):
                 out = PartitionData()
