@@ -122,7 +122,7 @@ def test_a_job_file_step_reads_a_database(sources, tmp_path, capsys, monkeypatch
     job.write_text(
         "steps:\n"
         "  - corpus:\n"
-        "      inputs: [\"${DEXPORT_TEST_PGURL}\"]\n"
+        '      inputs: ["${DEXPORT_TEST_PGURL}"]\n'
         "      table: corpus_docs\n"
         "      key: id\n"
         f"      schema: {sources['schema']}\n"

@@ -7,9 +7,9 @@ import time
 
 import db_services
 import pytest
+from services import free_ports
 
 from pipeline.cli import main
-from services import free_ports
 
 
 @pytest.fixture(scope="module")
