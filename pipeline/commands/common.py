@@ -117,3 +117,35 @@ def add_reject_args(parser: argparse.ArgumentParser, *, product: str) -> None:
             f"of them (default 0.5; the {product} is still written)"
         ),
     )
+
+
+def add_database_args(parser: argparse.ArgumentParser) -> None:
+    """``--table``, ``--query`` and ``--key``: a database URL as the input (corpus, encode)."""
+    group = parser.add_argument_group(
+        "database source (INPUT is a URL: sqlite:///games.db, postgresql://user:pw@host/db)"
+    )
+    what = group.add_mutually_exclusive_group()
+    what.add_argument("--table", metavar="NAME", help="read this table (or schema.table)")
+    what.add_argument(
+        "--query", metavar="SQL", help="read the rows of this SELECT (run once per partition)"
+    )
+    group.add_argument(
+        "--key",
+        metavar="COLUMN",
+        help="unique column that orders the records and cuts them into partitions (required)",
+    )
+
+
+def database_inputs(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """``(inputs, source)``: the inputs as shown (a database URL with its password masked) and
+    the :class:`pipeline.io.sql.SqlSource` they name, or ``(inputs, None)`` for files."""
+    from pipeline.io.sql import database_source
+
+    inputs = list(args.inputs)
+    source = database_source(
+        inputs,
+        table=getattr(args, "table", None),
+        query=getattr(args, "query", None),
+        key=getattr(args, "key", None),
+    )
+    return ([source.masked_url] if source is not None else inputs), source

@@ -9,8 +9,10 @@ from typing import Any
 
 from pipeline.commands.common import (
     add_cluster_args,
+    add_database_args,
     add_output_args,
     add_reject_args,
+    database_inputs,
     executor_from_args,
     storage_options,
 )
@@ -51,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         help=(
             "JSONL (.jsonl, .jsonl.gz, .jsonl.zst) or Parquet files, directories or globs; "
-            "local or s3://"
+            "local or s3://; or a database URL with --table/--query and --key"
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (local or s3://)")
@@ -111,6 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_reject_args(p, product="output")
+    add_database_args(p)
     p.add_argument(
         "--no-card", dest="card", action="store_false", help="do not write README.md and histograms"
     )
@@ -133,10 +136,13 @@ def build_spec(args: argparse.Namespace) -> Any:
 
     problems: list[str] = []
     options: dict = {}
-    schema = split = None
-    for step in ("options", "schema", "split"):
+    schema = split = database = None
+    inputs = list(args.inputs)
+    for step in ("database", "options", "schema", "split"):
         try:
-            if step == "options":
+            if step == "database":
+                inputs, database = database_inputs(args)
+            elif step == "options":
                 options = storage_options(args)
             elif step == "schema":
                 schema = load_schema(args.schema, options, args.set_values)
@@ -147,7 +153,7 @@ def build_spec(args: argparse.Namespace) -> Any:
         except UserError as exc:
             problems.append(str(exc))
     spec = CorpusExport(
-        inputs=list(args.inputs),
+        inputs=inputs,
         out=args.out,
         schema=schema or Schema(),
         format=args.format,
@@ -161,6 +167,7 @@ def build_spec(args: argparse.Namespace) -> Any:
         card=args.card,
         command="dexport corpus " + " ".join(shlex.quote(a) for a in _command_args(args)),
         max_reject_fraction=args.max_reject_fraction,
+        database=database,
     )
     if split is not None:
         spec.split = split
@@ -174,8 +181,14 @@ def build_spec(args: argparse.Namespace) -> Any:
 
 
 def _command_args(args: argparse.Namespace) -> list[str]:
-    out = [*args.inputs, "--out", args.out, "--split", args.split, "--seed", str(args.seed)]
+    from pipeline.io.sql import mask_url
+
+    inputs = [mask_url(i) for i in args.inputs]  # a database password is never shown
+    out = [*inputs, "--out", args.out, "--split", args.split, "--seed", str(args.seed)]
     for flag, value in (
+        ("--table", args.table),
+        ("--query", args.query),
+        ("--key", args.key),
         ("--schema", args.schema),
         ("--split-key", args.split_key),
         ("--compression", args.compression),

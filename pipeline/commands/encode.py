@@ -9,7 +9,9 @@ from typing import Any
 
 from pipeline.commands.common import (
     add_cluster_args,
+    add_database_args,
     add_reject_args,
+    database_inputs,
     executor_from_args,
     storage_options,
 )
@@ -57,7 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="JSONL/Parquet files, folders, globs or a corpus export directory (local or s3://)",
+        help=(
+            "JSONL/Parquet files, folders, globs or a corpus export directory (local or s3://); "
+            "or a database URL with --table/--query and --key"
+        ),
     )
     p.add_argument(
         "--tokenizer",
@@ -104,6 +109,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="one merged .bin/.idx (default) or NPZ shards (flat tokens + offsets)",
     )
     add_reject_args(p, product="dataset")
+    add_database_args(p)
     group = p.add_argument_group("output")
     group.add_argument(
         "--partition-size",
@@ -151,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
 def _job(args: argparse.Namespace) -> Any:
     from pipeline.encode.job import EncodeJob
 
+    inputs, database = database_inputs(args)
     return EncodeJob(
-        inputs=list(args.inputs),
+        inputs=inputs,
         out=args.out,
         tokenizer=args.tokenizer,
         field=args.field,
@@ -166,6 +173,7 @@ def _job(args: argparse.Namespace) -> Any:
         resume=args.resume,
         storage_options=storage_options(args),
         max_reject_fraction=args.max_reject_fraction,
+        database=database,
     )
 
 

@@ -274,10 +274,13 @@ def run(args: argparse.Namespace) -> int:
     steps = load_job(args.job)
     total = len(steps)
     if args.dry_run:
+        from pipeline.io.sql import mask_url  # a database password is never shown
+
         for step in steps:
-            line = shlex.join(["dexport", step.command, *step.argv])
+            line = shlex.join(["dexport", step.command, *map(mask_url, step.argv)])
             print(f"step {step.number}/{total} {step.command}: {line}")
-            print(f"  reads:  {', '.join(step.inputs) if step.inputs else '-'}")
+            reads = ", ".join(map(mask_url, step.inputs))
+            print(f"  reads:  {reads or '-'}")
             print(f"  writes: {step.out or '-'}")
         return 0
     parser = build_parser()

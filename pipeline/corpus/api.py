@@ -45,8 +45,15 @@ def export_corpus(
     progress: bool = False,
     command: str | None = None,
     max_reject_fraction: float | None = 0.5,
+    table: str | None = None,
+    query: str | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
+
+    ``inputs`` are JSONL/Parquet files, folders or globs, or one database URL
+    (``sqlite:///games.db``, ``postgresql://user:pw@host/db``) with ``table`` or ``query`` and
+    ``key``, a unique column that orders the records and cuts them into partitions.
 
     ``schema`` is a schema file (YAML/JSON), a dict in the same layout, a :class:`Schema`, or
     None for the training schema; ``set_values`` adds static fields (``metadata.source=web``).
@@ -59,13 +66,18 @@ def export_corpus(
     was rejected; ``None`` checks only "every record".
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
+    from pipeline.io.sql import database_source
     from pipeline.runtime.executor import open_executor
 
     options = dict(storage_options or {})
-    spec = CorpusExport(
-        inputs=[inputs]
+    names = (
+        [os.fspath(inputs)]
         if isinstance(inputs, str | os.PathLike)
-        else [os.fspath(i) for i in inputs],
+        else [os.fspath(i) for i in inputs]
+    )
+    database = database_source(names, table=table, query=query, key=key)
+    spec = CorpusExport(
+        inputs=[database.masked_url] if database is not None else names,
         out=os.fspath(out),
         schema=_schema(schema, options, set_values or []),
         split=parse_split(split, seed=seed, key=split_key, exact=exact_counts),
@@ -80,6 +92,7 @@ def export_corpus(
         card=card,
         command=command,
         max_reject_fraction=max_reject_fraction,
+        database=database,
     )
     plan = plan_corpus_export(spec)
     with open_executor(client=client, workers=workers, in_process=True) as executor:

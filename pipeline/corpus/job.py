@@ -64,6 +64,8 @@ class CorpusExport:
     card: bool = True
     command: str | None = None  # the command line, for the card's "Reproduce" section
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
+    # A database table or query (pipeline.io.sql.SqlSource); ``inputs`` then holds its masked URL.
+    database: Any = None
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -120,6 +122,7 @@ class CorpusExport:
             else {"name": tokenizer.name, "sha256": tokenizer.sha256},
             "chunk_size": self.chunk_size,
             "card": self.card,
+            **({"database": self.database.as_params()} if self.database is not None else {}),
         }
 
 
@@ -145,11 +148,14 @@ def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
 def _plan(spec: CorpusExport) -> CorpusPlan:
     t0 = time.perf_counter()
     spec.check()
-    check_reachable([*spec.inputs, spec.out], spec.storage_options)
-    partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
+    files = [] if spec.database is not None else spec.inputs  # a database is no file
+    check_reachable([*files, spec.out], spec.storage_options)
+    partitions = plan_partitions(
+        files, spec.storage_options, spec.chunk_size, database=spec.database
+    )
     if not partitions:
         raise UserError(f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty)")
-    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + (
+    inputs = [i for i in files if not any(c in i for c in "*?[")] + (
         [spec.tokenizer] if spec.tokenizer else []
     )
     check_disjoint(spec.out, inputs, spec.storage_options)

@@ -40,11 +40,17 @@ def encode_corpus(
     workers: int | None = None,
     progress: bool = False,
     max_reject_fraction: float | None = 0.5,
+    table: str | None = None,
+    query: str | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3).
+    """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3) or
+    the rows of a database table or query.
 
     Args:
-        inputs: one input or a list of them, read in partitions of ``partition_bytes``.
+        inputs: one input or a list of them, read in partitions of ``partition_bytes``; or one
+            database URL (``sqlite:///games.db``, ``postgresql://user:pw@host/db``) with
+            ``table`` or ``query`` and ``key`` (a unique column: record order and partitions).
         out_prefix: dataset prefix (``data/ds`` -> ``data/ds.bin`` + ``data/ds.idx``), or the
             output directory for ``format="npz"``.
         tokenizer: a local Hugging Face tokenizer folder, a ``tokenizer.json`` file, or a
@@ -75,12 +81,15 @@ def encode_corpus(
             them (None: only "every record"), was rejected; raised after the dataset is written,
             with the summary as ``.summary``.
     """
+    from pipeline.io.sql import database_source
     from pipeline.runtime.executor import open_executor
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    names = [os.fspath(i) for i in inputs]
+    database = database_source(names, table=table, query=query, key=key)
     job = EncodeJob(
-        inputs=[os.fspath(i) for i in inputs],
+        inputs=[database.masked_url] if database is not None else names,
         out=os.fspath(out_prefix),
         tokenizer=os.fspath(tokenizer) if isinstance(tokenizer, os.PathLike) else tokenizer,
         field=field,
@@ -94,6 +103,7 @@ def encode_corpus(
         resume=resume,
         storage_options=dict(storage_options or {}),
         max_reject_fraction=max_reject_fraction,
+        database=database,
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(

@@ -65,6 +65,8 @@ class EncodeJob:
     resume: bool = False
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
+    # A database table or query (pipeline.io.sql.SqlSource); ``inputs`` then holds its masked URL.
+    database: Any = None
     # Filled in by check():
     payload: TokenizerPayload | None = None
     options: ts.EncodeOptions | None = None
@@ -118,14 +120,15 @@ class EncodeJob:
             raise UserError("; ".join(problems))
         from pipeline.io.records import check_fields, first_records, plan_partitions
 
-        check_reachable([*self.inputs, self.out], self.storage_options)
+        files = [] if self.database is not None else list(self.inputs)  # a database is no file
+        check_reachable([*files, self.out], self.storage_options)
         options, size = self.storage_options, self.partition_bytes
-        partitions = list(plan_partitions(list(self.inputs), options, target_bytes=size))
+        partitions = list(plan_partitions(files, options, size, database=self.database))
         if not partitions:
             raise UserError(
                 f"the inputs {', '.join(self.inputs)} hold no data (every file is empty)"
             )
-        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
+        inputs = [i for i in files if not any(c in i for c in "*?[")] + (
             [self.tokenizer] if isinstance(self.tokenizer, str) else []
         )
         outs = (
@@ -133,7 +136,7 @@ class EncodeJob:
             if self.format == "megatron"
             else [self.out]
         )
-        inputs += sorted({part.path for part in partitions})
+        inputs += sorted({part.path for part in partitions}) if files else []
         for out in outs:
             check_disjoint(out, inputs, self.storage_options)
         target = EncodeTarget(self.out, self.format, self.storage_options)
@@ -185,6 +188,7 @@ class EncodeJob:
             "dtype": self.dtype.name,
             "partition_bytes": self.partition_bytes,
             "partitions": len(self.partitions or ()),
+            **({"database": self.database.as_params()} if self.database is not None else {}),
         }
 
 

@@ -20,6 +20,7 @@ inputs (never on the number of workers):
   with the file; a stream that is truncated or corrupt raises
   :class:`~pipeline.errors.CorruptInput` naming the file and the byte offset.
 - Parquet: runs of whole row groups ``[start, end)`` (row-group indices).
+- A database table or query (:mod:`pipeline.io.sql`): key ranges, read in key order.
 
 ``iter_partition`` parses one partition in batches (``read_partition`` returns it whole). A
 line that is not a JSON object never stops a run: it becomes a reject ``{"file", "line",
@@ -191,11 +192,21 @@ def _files_under(fs: Any, path: str) -> list[str]:
 
 
 def plan_partitions(
-    inputs: list[str], storage_options: dict | None = None, target_bytes: int = 64 << 20
-) -> list[InputPartition]:
-    """Cut the input files into partitions of about ``target_bytes`` (see the module notes)."""
+    inputs: list[str],
+    storage_options: dict | None = None,
+    target_bytes: int = 64 << 20,
+    *,
+    database: Any = None,
+) -> list[Any]:
+    """Cut the input files into partitions of about ``target_bytes`` (see the module notes);
+    with ``database`` (a :class:`pipeline.io.sql.SqlSource`) its rows into key ranges
+    (:class:`pipeline.io.sql.SqlPartition`, read by the same functions)."""
     if target_bytes <= 0:
         raise UserError(f"the partition size must be positive (got {target_bytes})")
+    if database is not None:
+        from pipeline.io.sql import plan_key_ranges
+
+        return list(plan_key_ranges(database, target_bytes).partitions)
     parts: list[InputPartition] = []
     for fs, path, url in list_input_files(inputs, storage_options):
         fmt, compression = file_format(path)
@@ -293,6 +304,11 @@ def iter_partition(
     :data:`STREAM_BATCH`) bytes of text.
     """
     batch_bytes = batch_bytes or STREAM_BATCH
+    if part.format == "sql":
+        from pipeline.io.sql import iter_key_range
+
+        yield from iter_key_range(part)
+        return
     fs, path = resolve(part.path, storage_options)
     if part.format == "parquet":
         yield _read_parquet(fs, path, part)
@@ -308,6 +324,14 @@ def sample_partition(
 ) -> tuple[PartitionData, bool]:
     """The records of about the first ``max_bytes`` of a partition (a cheap look at its
     fields), and whether that was the whole partition."""
+    if part.format == "sql":
+        from pipeline.io.sql import iter_key_range
+
+        data = PartitionData()
+        for batch in iter_key_range(part, limit=PARQUET_SAMPLE_ROWS):
+            data.records += batch.records
+            data.rejects += batch.rejects
+        return data, data.lines < PARQUET_SAMPLE_ROWS
     fs, path = resolve(part.path, storage_options)
     if part.format == "parquet":
         data = _read_parquet(fs, path, part, first_only=True)
