@@ -7,6 +7,8 @@ VENV=.venv
 STAMP="$VENV/.lock-sha256"
 want=$(cat requirements/test.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
+  # dexport's own bytecode, refreshed for files changed since (see --compile-bytecode below).
+  "$VENV/bin/python" -m compileall -q pipeline gpu cluster >/dev/null
   exit 0
 fi
 echo "dexport: setting up $VENV (pinned dependencies from requirements/test.lock)" >&2
@@ -20,4 +22,5 @@ FIND_LINKS=()
 [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
 "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${FIND_LINKS[@]}" --compile-bytecode -r requirements/test.lock
 "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
+"$VENV/bin/python" -m compileall -q pipeline gpu cluster >/dev/null
 echo "$want" > "$STAMP"

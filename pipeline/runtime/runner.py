@@ -19,6 +19,7 @@ part after the job has cleaned up.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ def run_tasks(
     progress: Progress | None = None,
 ) -> list[Any]:
     """Run every task; return the results in task order (finished ones taken from ``finished``)."""
+    if not gc.isenabled():  # the command line turns it off for start-up (``pipeline.cli``)
+        gc.freeze()  # what start-up made is never collected, nor walked again
+        gc.enable()
     finished = finished or {}
     run = uuid.uuid4().hex[:12]
     order: list[str] = []
