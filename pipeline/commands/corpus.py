@@ -214,7 +214,6 @@ def _command_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the export; 0 on success, 1 with --strict when records were rejected, or when too
     many were (``--max-reject-fraction``). The summary goes to stderr (stdout stays free)."""
-    from cluster.client import dashboard_link
     from pipeline.corpus.job import plan_corpus_export, run_corpus_export
     from pipeline.errors import DataCheckFailed
     from pipeline.io.storage import storage_errors
@@ -223,9 +222,12 @@ def run(args: argparse.Namespace) -> int:
         # Input and output problems before any cluster starts.
         plan = plan_corpus_export(build_spec(args))
         with executor_from_args(args, tasks=len(plan.partitions)) as executor:
-            link = dashboard_link(executor.client) if executor.name == "dask" else None
-            if link and (args.scheduler or args.scheduler_file):
-                print(f"dexport: dashboard {link}", file=sys.stderr)
+            if executor.name == "dask" and (args.scheduler or args.scheduler_file):
+                from cluster.client import dashboard_link  # imports distributed: only here
+
+                link = dashboard_link(executor.client)
+                if link:
+                    print(f"dexport: dashboard {link}", file=sys.stderr)
             try:
                 summary = run_corpus_export(plan, executor, progress=True)
             except DataCheckFailed as exc:

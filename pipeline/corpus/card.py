@@ -1,19 +1,16 @@
-"""The dataset card (``README.md``) of a corpus export, and its text-length histograms.
+"""The dataset card (``README.md``) of a corpus export (histograms: ``pipeline.corpus.histogram``).
 
 The YAML front matter declares the splits the way the Hugging Face Hub expects
 (``configs: - config_name: default, data_files: - split: train, path: train.jsonl``), so
 ``datasets.load_dataset(OUT)`` finds exactly the split files (not the rejects, not the
 statistics). Everything here is a pure function of the statistics: same export, same bytes
-(the PNGs carry no software version or time stamp).
+(the SVG histograms carry no software version or time stamp).
 """
 
 from __future__ import annotations
 
-import io
-from collections import Counter
 from typing import Any
 
-import numpy as np
 import yaml
 
 IMAGE_DIR = "card"
@@ -21,7 +18,7 @@ IMAGE_DIR = "card"
 
 def image_path(split: str) -> str:
     """Relative path of a split's histogram image."""
-    return f"{IMAGE_DIR}/text_length_{split}.png"
+    return f"{IMAGE_DIR}/text_length_{split}.svg"
 
 
 def front_matter(data_files: dict[str, str], pretty_name: str) -> str:
@@ -139,31 +136,3 @@ def _example_json(example: dict) -> str:
         return v
 
     return json.dumps(shorten(example), ensure_ascii=False, indent=2)
-
-
-def histogram_png(lengths: Counter, title: str) -> bytes:
-    """A PNG histogram of text lengths (log-spaced bins when lengths span decades)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # Figure + Agg canvas directly: no pyplot, so a user's interactive backend is untouched.
-    fig = Figure(figsize=(6, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if lengths:
-        values = np.array(sorted(lengths), dtype=np.float64)
-        weights = np.array([lengths[int(v)] for v in values], dtype=np.float64)
-        lo, hi = max(values[0], 1.0), max(values[-1], 2.0)
-        log = hi / lo > 100
-        bins = np.geomspace(lo, hi + 1, 41) if log else np.linspace(values[0], values[-1] + 1, 41)
-        ax.hist(values, bins=bins, weights=weights, color="#4C72B0")
-        if log:
-            ax.set_xscale("log")
-    ax.set_title(title)
-    ax.set_xlabel("text length (characters)")
-    ax.set_ylabel("documents")
-    # Fixed margins: tight_layout would draw the figure one extra time just to measure it.
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.9)
-    out = io.BytesIO()
-    fig.savefig(out, format="png", metadata={"Software": None})
-    return out.getvalue()

@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 from pipeline.corpus import card as dataset_card
+from pipeline.corpus.histogram import histogram_svg
 from pipeline.formats.corpus_stats import SplitStats, dataset_stats
 from pipeline.io.assemble import concatenate, copy_local, join_parquet
 from pipeline.io.storage import atomic_open, is_local, write_bytes_atomic
@@ -158,13 +159,13 @@ def _publish(output: OutputDir, relative: str, data: bytes) -> PartRecord:
 
 
 def _draw_histograms(by_split: dict[str, SplitStats], executor: Any) -> dict[str, Any]:
-    """PNG bytes per split, or futures of them when an executor can draw them elsewhere."""
+    """SVG bytes per split, or futures of them when an executor can draw them elsewhere."""
     jobs = {name: (s.lengths, f"{name}: {s.count:,} documents") for name, s in by_split.items()}
     if executor is None:
-        return {name: dataset_card.histogram_png(*args) for name, args in jobs.items()}
+        return {name: histogram_svg(*args) for name, args in jobs.items()}
     return {
         name: executor.submit(
-            dataset_card.histogram_png,
+            histogram_svg,
             *args,
             key=f"dexport-histogram-{name}-{uuid.uuid4().hex[:8]}",
         )
@@ -181,9 +182,9 @@ def _publish_card(
     example: dict | None,
 ) -> list[PartRecord]:
     out = []
-    for name, png in pictures.items():
-        png = png if isinstance(png, bytes) else png.result()
-        out.append(_publish(output, dataset_card.image_path(name), png))
+    for name, svg in pictures.items():
+        svg = svg if isinstance(svg, bytes) else svg.result()
+        out.append(_publish(output, dataset_card.image_path(name), svg))
     pretty = output.url.rstrip("/").rsplit("/", 1)[-1] or "corpus"
     text = dataset_card.render_card(
         stats, data_files, pretty_name=pretty, example=example, command=spec.command

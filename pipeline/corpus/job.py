@@ -41,7 +41,7 @@ OWNED_NAMES = (
     r"^[A-Za-z0-9_.-]+\.(jsonl|parquet)(\.gz|\.zst)?$",
     r"^dataset_stats\.json$",
     r"^README\.md$",
-    r"^card/[^/]+\.png$",
+    r"^card/[^/]+\.(svg|png)$",  # histograms (PNG in earlier exports)
 )
 
 
