@@ -45,7 +45,7 @@ def megatron_description(
     *,
     dataset_path: str,
     split: str,
-    splits: str,
+    splits: str | None,
     split_matrix: list[tuple[float, float] | None],
     num_samples: int | None,
     seq_len: int,

@@ -96,6 +96,7 @@ def megatron_sample_order(
     pad_token: int = MEGATRON_PAD_TOKEN,
     build_index: bool = True,
     defer_save: bool = False,
+    whole_file: bool = False,
 ) -> SampleOrder:
     """The sample order of one split as megatron-core's ``GPTDataset`` sees it.
 
@@ -112,8 +113,14 @@ def megatron_sample_order(
     ``build_index=False`` refuses to build when the cache folder holds entries of this dataset
     and split for other parameters only (the UserError names the closest); ``defer_save``
     leaves writing a built entry to ``order.source.save()``. ``order.source`` says what was done.
+    ``whole_file``: the split uses every sequence (a per-split blend's dataset: megatron-core's
+    split matrix is ``(0, 1)`` for that split only and its description has no splits string).
     """
     check_params(split, num_samples, seq_len, seed)
+    described_splits: str | None = splits
+    if whole_file:
+        splits = ",".join("1" if s == split else "0" for s in SPLITS)
+        described_splits = None
     matrix = megatron_split_matrix(splits)
     start, stop = split_range(splits, len(dataset.sizes), split)
     extra = int(bool(add_extra_token))
@@ -168,7 +175,7 @@ def megatron_sample_order(
         if save:
             description = megatron_description(
                 dataset_path=dataset.prefix,
-                splits=splits,
+                splits=described_splits,
                 split_matrix=matrix,
                 tokenizer_identifiers=tokenizer_identifiers,
                 **params,
