@@ -116,6 +116,7 @@ def _megatron_blend(run: TrainingRun, datasets: list[IndexedDataset], n: int) ->
     splits = run.splits if blend.shared_split else ",".join(
         "1" if s == split else "0" for s in ("train", "valid", "test")
     )
+    matrix = megatron_split_matrix(splits) if blend.shared_split else None
     components, descriptions = [], []
     for dataset, count in zip(datasets, built_for, strict=True):
         order = megatron_sample_order(
@@ -143,12 +144,12 @@ def _megatron_blend(run: TrainingRun, datasets: list[IndexedDataset], n: int) ->
                 "index_split": split,
                 "random_seed": run.seed,
                 "sequence_length": run.seq_len,
-                "split_matrix": megatron_split_matrix(splits),
+                "split_matrix": matrix,
                 "description": megatron_description(
                     dataset_path=dataset.prefix,
                     split=split,
                     splits=run.splits if blend.shared_split else None,
-                    split_matrix=megatron_split_matrix(splits),
+                    split_matrix=matrix,
                     num_samples=count,
                     seq_len=run.seq_len,
                     seed=run.seed,

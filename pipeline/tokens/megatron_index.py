@@ -114,14 +114,14 @@ def megatron_sample_order(
     and split for other parameters only (the UserError names the closest); ``defer_save``
     leaves writing a built entry to ``order.source.save()``. ``order.source`` says what was done.
     ``whole_file``: the split uses every sequence (a per-split blend's dataset: megatron-core's
-    split matrix is ``(0, 1)`` for that split only and its description has no splits string).
+    description has neither splits string nor split matrix, as megatron-core's blend_per_split).
     """
     check_params(split, num_samples, seq_len, seed)
     described_splits: str | None = splits
     if whole_file:
         splits = ",".join("1" if s == split else "0" for s in SPLITS)
         described_splits = None
-    matrix = megatron_split_matrix(splits)
+    matrix = None if whole_file else megatron_split_matrix(splits)
     start, stop = split_range(splits, len(dataset.sizes), split)
     extra = int(bool(add_extra_token))
     drop_last = split != "valid" or drop_last_partial_validation_sequence
@@ -222,7 +222,7 @@ def _refuse_other_runs(
     folder: str,
     dataset_path: str,
     params: dict[str, Any],
-    matrix: list,
+    matrix: list | None,
     cache_dir: str | None,
 ) -> None:
     """UserError naming the closest cache entry of this dataset and split for other parameters."""
