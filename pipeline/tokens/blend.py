@@ -164,7 +164,9 @@ def read_neox_config(paths: Sequence[str]) -> dict[str, Any]:
         except OSError as exc:
             raise UserError(f"cannot read the config {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise UserError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"config {path} is not valid YAML: {str(exc).splitlines()[0]}"
+            ) from None
         if not isinstance(loaded, dict):
             raise UserError(f"config {path} is not a mapping of keys to values")
         merged.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
@@ -180,7 +182,9 @@ def read_neox_config(paths: Sequence[str]) -> dict[str, Any]:
         micro = merged.get("train_micro_batch_size_per_gpu")
         dp = merged.get("data_parallel_size") or merged.get("data_parallel_world_size")
         if micro is not None and dp == 1:
-            out["train_batch_size"] = int(micro) * int(merged.get("gradient_accumulation_steps") or 1)
+            out["train_batch_size"] = int(micro) * int(
+                merged.get("gradient_accumulation_steps") or 1
+            )
     for key in ("data_path", "split", "pack_impl", "allow_chopped"):
         if merged.get(key) is not None:
             out[key] = merged[key]

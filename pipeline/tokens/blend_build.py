@@ -113,8 +113,10 @@ def _megatron_blend(run: TrainingRun, datasets: list[IndexedDataset], n: int) ->
         targets = megatron_samples_per_dataset(weights, n)
         built_for = megatron_samples_per_dataset(weights, n, MEGATRON_SURPLUS)
     # A per-split blend uses each dataset whole: megatron-core's split matrix (0, 1) there.
-    splits = run.splits if blend.shared_split else ",".join(
-        "1" if s == split else "0" for s in ("train", "valid", "test")
+    splits = (
+        run.splits
+        if blend.shared_split
+        else ",".join("1" if s == split else "0" for s in ("train", "valid", "test"))
     )
     matrix = megatron_split_matrix(splits) if blend.shared_split else None
     components, descriptions = [], []

@@ -77,7 +77,9 @@ class BlendSource:
         if self.blend_loaded:
             lines.append(f"blending index loaded from {self.blend_files[0]} (and its .npy files)")
         elif self.blend_files:
-            lines.append(f"blending index built as {name} builds it and saved to {self.blend_files[0]}")
+            lines.append(
+                f"blending index built as {name} builds it and saved to {self.blend_files[0]}"
+            )
         else:
             lines.append(f"blending index built as {name} builds it")
         return "\ndexport: ".join(lines)

@@ -34,7 +34,9 @@ CONFIGS = {
         True,
         "969,30,1",
         ("shared", ["0.3", 0, "0.7", 1]),
-        list(megatron_num_samples(60, 16).values()),  # train_iters 60, global batch 16: 960 / 1600 / 1600
+        list(
+            megatron_num_samples(60, 16).values()
+        ),  # train_iters 60, global batch 16: 960 / 1600 / 1600
     ),
     "three-i32-epochs": (
         [
