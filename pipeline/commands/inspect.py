@@ -144,11 +144,13 @@ def _blend_facts(order: Any, run: Any) -> dict[str, str]:
     }
     if run.batch_size:
         facts["batches"] = f"{len(order) // run.batch_size:,} of {run.batch_size}"
-    for component, reads in zip(order.components, order.counts().tolist(), strict=True):
+    for k, (component, reads) in enumerate(
+        zip(order.components, order.counts().tolist(), strict=True)
+    ):
         asked = "one epoch" if component.num_samples is None else f"{component.num_samples:,}"
         epochs = f"{component.epochs} epoch" + ("s" if component.epochs != 1 else "")
-        facts[component.prefix] = (
-            f"weight {component.weight:.6g}, {component.dataset.dtype}, "
+        facts[f"dataset {k}"] = (
+            f"{component.prefix}: weight {component.weight:.6g}, {component.dataset.dtype}, "
             f"{len(component.dataset):,} documents, samples asked {asked}, built "
             f"{len(component.order):,} ({epochs}), read by {reads:,} positions"
         )
