@@ -105,17 +105,15 @@ def built(request, mc, one_rank, tmp_path_factory) -> dict:  # noqa: F811
         prefix = folder / f"d{k}"
         write_dataset(mc, prefix, docs, dtype, 100000 if dtype == np.int32 else 50000, k)
         prefixes.append(str(prefix))
-    if kind == "shared":
-        from megatron.core.datasets.utils import get_blend_from_list
+    from megatron.core.datasets.utils import get_blend_from_list
 
+    if kind == "shared":
         mc_blend = {"blend": get_blend_from_list(_paths(spec, prefixes)), "split": splits}
         ours = megatron_blend(_paths(spec, prefixes))
     else:
-        from megatron.core.datasets.utils import get_blend_from_list
-
         per = [get_blend_from_list(_paths(s, prefixes)) for s in spec]
         mc_blend = {"blend_per_split": per}
-        ours = megatron_blend(**{s: _paths(v, prefixes) for s, v in zip(SPLITS, spec)})
+        ours = megatron_blend(**{s: _paths(v, prefixes) for s, v in zip(SPLITS, spec, strict=True)})
     config = mc.GPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_len,
