@@ -159,8 +159,6 @@ class DatasetManager:
             storage_options=self.storage_options,
             blend=blend,
         )
-        if blend is not None:
-            blend.check(split)
         self.order = open_sample_order(self.dataset, self.run)
         self.export = ExportHandler(self)
         self.sample = SampleHandler(self)
