@@ -260,3 +260,19 @@ def test_mistakes(data: dict, tmp_path: Path, capsys, change: list, match: str) 
     fails(capsys, ["tokens", *argv, *selection, "--out", out], match)
     assert not out.exists()
     assert sorted(data["root"].iterdir()) == before  # no index was written either
+
+
+def test_config_single_data_path(data: dict, tmp_path: Path) -> None:
+    """A GPT-NeoX config without a blend names one dataset (data_path, split) instead."""
+    config = tmp_path / "one.yml"
+    config.write_text(
+        f"data_path: {data['prefixes'][0]}\nsplit: '90,5,5'\nseq-length: {SEQ_LEN}\n"
+        f"seed: {SEED}\ntrain_iters: {ITERS}\ntrain_batch_size: {BATCH}\n"
+    )
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    flags = ["--seq-len", SEQ_LEN, "--seed", SEED, "--train-iters", ITERS, "--batch-size", BATCH]
+    argv = ["tokens", data["prefixes"][0], *flags, "--splits", "90,5,5", "--batches", "1"]
+    assert main([str(x) for x in [*argv, "--out", a]]) == 0
+    assert main(["tokens", "--config", str(config), "--batches", "1", "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert b"dataset" not in b.read_bytes()  # single-dataset records are unchanged
