@@ -13,7 +13,9 @@ BPE):
   ``orjson`` (token lists: ``orjson`` with ``OPT_SERIALIZE_NUMPY``);
 * (c) dexport (``run_token_export``) on an embedded local cluster started beforehand (its
   start-up time is reported separately): text JSONL (first run on fresh workers, which load
-  the tokenizer, then again on warm workers), raw tokens JSONL and raw tokens Parquet.
+  the tokenizer, then again on warm workers), raw tokens JSONL and raw tokens Parquet, and raw
+  tokens JSONL of a GPT-NeoX blend (0.6/0.4) of the dataset and a second one of the same size,
+  the same number of windows (``dataset``/``dataset_sample_id`` in every record).
 
 Peak memory is read from the kernel: the peak resident set (``VmHWM``) of each process, reset
 before every measurement (``/proc/PID/clear_refs``), plus a sampler thread that records the

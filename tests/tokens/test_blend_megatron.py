@@ -65,6 +65,15 @@ CONFIGS = {
         ("per_split", [["0.6", 0, "0.4", 1], ["1", 2, "3", 3], [2]]),
         [700, 400, 150],
     ),
+    "one-weighted": (  # --data-path 1 P: a BlendedDataset of one dataset (with the margin)
+        [(_docs(150, 1, 60, 12), np.int32)],
+        16,
+        5,
+        True,
+        "90,5,5",
+        ("shared", ["1", 0]),
+        [400, 60, 60],
+    ),
     "no-weights": (
         [(_docs(200, 1, 50, 10), np.uint16), (_docs(120, 1, 50, 11), np.uint16)],
         20,
