@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from pipeline.corpus.api import export_corpus
     from pipeline.encode.api import encode_corpus
     from pipeline.tokens.api import DatasetManager
+    from pipeline.tokens.blend import megatron_blend, neox_blend, read_neox_config
     from pipeline.validate.api import corpus_stats, validate_export
 
 _API = {
@@ -16,8 +17,20 @@ _API = {
     "validate_export": "pipeline.validate.api",
     "corpus_stats": "pipeline.validate.api",
     "encode_corpus": "pipeline.encode.api",
+    "megatron_blend": "pipeline.tokens.blend",
+    "neox_blend": "pipeline.tokens.blend",
+    "read_neox_config": "pipeline.tokens.blend",
 }
-__all__ = ["DatasetManager", "export_corpus", "validate_export", "corpus_stats", "encode_corpus"]
+__all__ = [
+    "DatasetManager",
+    "export_corpus",
+    "validate_export",
+    "corpus_stats",
+    "encode_corpus",
+    "megatron_blend",
+    "neox_blend",
+    "read_neox_config",
+]
 
 
 def __getattr__(name: str):

@@ -13,7 +13,9 @@ BPE):
   ``orjson`` (token lists: ``orjson`` with ``OPT_SERIALIZE_NUMPY``);
 * (c) dexport (``run_token_export``) on an embedded local cluster started beforehand (its
   start-up time is reported separately): text JSONL (first run on fresh workers, which load
-  the tokenizer, then again on warm workers), raw tokens JSONL and raw tokens Parquet.
+  the tokenizer, then again on warm workers), raw tokens JSONL and raw tokens Parquet, and raw
+  tokens JSONL of a GPT-NeoX blend (0.6/0.4) of the dataset and a second one of the same size,
+  the same number of windows (``dataset``/``dataset_sample_id`` in every record).
 
 Peak memory is read from the kernel: the peak resident set (``VmHWM``) of each process, reset
 before every measurement (``/proc/PID/clear_refs``), plus a sampler thread that records the
@@ -685,6 +687,9 @@ def run_dexport(
         b.outs / "dx-tokens", b.outs / "batch-tokens.jsonl"
     )
     results.append(one("tokens", "parquet", "dx-tokens-pq"))
+    blended, check_blend = run_blend(b, client, worker_pids)
+    results.append(blended)
+    checks["blend: dexport == the blend's windows"] = check_blend
     if not b.args.skip_text:
         results.append(
             one(
@@ -705,6 +710,57 @@ def run_dexport(
                 b.outs / "loop-text.jsonl", b.outs / "batch-text.jsonl"
             )
     return results, checks
+
+
+def run_blend(b: Bench, client: Any, worker_pids: list[int]) -> tuple[Result, bool]:
+    """(c) on a GPT-NeoX blend (weights 0.6/0.4) of the bench dataset and a second one of the
+    same size: the same number of windows as tokens JSONL, next to the single-dataset run."""
+    from pipeline.tokens.blend import neox_blend
+    from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
+
+    first = b.ds.prefix
+    second = f"{first}_second"
+    if not Path(second + ".idx").exists():
+        pool = token_pool(b.tok_path, b.args.pool_tokens, b.args.seed + 7)
+        write_dataset(second, pool, b.ds.num_tokens, b.dtype, b.args.seed + 7)
+    blend = neox_blend(
+        {"train": [first, second], "valid": [first], "test": [first]},
+        {"train": [0.6, 0.4]},
+    )
+    run = TrainingRun(
+        seq_len=b.args.seq_len, seed=b.args.seed, num_samples=b.args.windows, blend=blend
+    )
+    out = b.outs / "dx-blend"
+    spec = TokenExport(
+        prefix=None,
+        out=str(out),
+        selection_kind="sequence_range",
+        selection_value=(0, b.args.windows),
+        run=run,
+        format="jsonl",
+        chunk_size=b.args.chunk_size,
+        overwrite=True,
+    )
+    prepared = prepare_token_export(spec)  # opens both orders and builds the blending index
+    res = measure(
+        "(c) dexport, blend of 2",
+        "tokens",
+        "jsonl",
+        b.args.windows,
+        b.tokens,
+        out,
+        lambda: run_token_export(prepared, client, progress=False),
+        worker_pids,
+        dexport=True,
+        note="GPT-NeoX blend 0.6/0.4; records also carry dataset, dataset_sample_id",
+    )
+    order = prepared.order
+    with open(out / "part-00000.jsonl", "rb") as handle:
+        rows = [orjson.loads(line) for line in handle]
+    ids = np.array([r["index"] for r in rows])
+    same = np.array_equal(np.array([r["content"] for r in rows]), order.windows(None, ids))
+    same = same and [r["dataset"] for r in rows] == order.provenance(ids)[0].tolist()
+    return res, bool(same)
 
 
 def run_flatness(b: Bench, client: Any, worker_pids: list[int]) -> list[tuple[int, Result]]:

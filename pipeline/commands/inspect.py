@@ -6,7 +6,12 @@ import argparse
 from typing import Any
 
 from pipeline.commands.common import storage_options
-from pipeline.commands.tokens import add_training_run_args, report_order, training_run
+from pipeline.commands.tokens import (
+    add_training_run_args,
+    dataset_prefix,
+    report_order,
+    training_run,
+)
 from pipeline.errors import UserError
 
 
@@ -21,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://"
+        "prefix",
+        metavar="PREFIX",
+        nargs="?",
+        help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://; a blended run gives "
+        "its data paths instead",
     )
     add_training_run_args(p)
     what = p.add_mutually_exclusive_group()
@@ -45,14 +54,25 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.formats.indexed_dataset import IndexedDataset
     from pipeline.tokens.source import open_sample_order
 
-    dataset = IndexedDataset(args.prefix, storage_options(args))
-    facts = {
-        "dataset": args.prefix,
-        "dtype": str(dataset.dtype),
-        "documents": f"{len(dataset):,}",
-        "tokens": f"{dataset.num_tokens:,}",
-    }
     run_ = training_run(args)
+    prefix = dataset_prefix(args)
+    blend = run_.blend if run_ is not None else None
+    if blend is not None and (prefix is not None or args.document is not None):
+        raise UserError(
+            "a blend's facts need no PREFIX and show no --document; inspect one dataset's "
+            "documents with PREFIX --document D"
+        )
+    if blend is None and prefix is None:
+        raise UserError("give the dataset PREFIX (or a blend: data paths with weights)")
+    dataset = facts = None
+    if blend is None:
+        dataset = IndexedDataset(prefix, storage_options(args))
+        facts = {
+            "dataset": prefix,
+            "dtype": str(dataset.dtype),
+            "documents": f"{len(dataset):,}",
+            "tokens": f"{dataset.num_tokens:,}",
+        }
     order = ids = None
     if args.document is not None and not 0 <= args.document < len(dataset):
         raise UserError(
@@ -85,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
         detok = Detokenizer.from_pretrained(
             args.tokenizer, skip_special_tokens=args.skip_special_tokens
         )
-    if order is not None:
+    if blend is not None:
+        report_order(order)
+        facts = _blend_facts(order, run_)
+    elif order is not None:
         report_order(order)  # every check passed: save a built order, say what was done
         used = np.unique(np.asarray(order.doc_idx))
         facts["convention"] = run_.convention
@@ -102,10 +125,36 @@ def run(args: argparse.Namespace) -> int:
     elif ids is not None:
         windows = order.windows(dataset, ids)
         details = order.doc_details(ids)
+        sources = order.provenance(ids) if blend is not None else None
         for row, sample_id in enumerate(ids.tolist()):
             where = ", ".join(f"{k}={int(details[k][row])}" for k in details)
+            if sources is not None:
+                where = (
+                    f"dataset {sources[0][row]}, dataset_sample_id={int(sources[1][row])}, " + where
+                )
             _show(f"sample {sample_id} ({where})", windows[row], detok)
     return 0
+
+
+def _blend_facts(order: Any, run: Any) -> dict[str, str]:
+    """A blend's composition: per dataset its weight, samples built and asked, epochs."""
+    facts = {
+        "blend": f"{len(order.components)} datasets ({run.convention}), split {run.split}",
+        "samples": f"{len(order):,} of {order.window_len} tokens",
+    }
+    if run.batch_size:
+        facts["batches"] = f"{len(order) // run.batch_size:,} of {run.batch_size}"
+    for k, (component, reads) in enumerate(
+        zip(order.components, order.counts().tolist(), strict=True)
+    ):
+        asked = "one epoch" if component.num_samples is None else f"{component.num_samples:,}"
+        epochs = f"{component.epochs} epoch" + ("s" if component.epochs != 1 else "")
+        facts[f"dataset {k}"] = (
+            f"{component.prefix}: weight {component.weight:.6g}, {component.dataset.dtype}, "
+            f"{len(component.dataset):,} documents, samples asked {asked}, built "
+            f"{len(component.order):,} ({epochs}), read by {reads:,} positions"
+        )
+    return facts
 
 
 def _show(title: str, tokens: Any, detok: Any) -> None:

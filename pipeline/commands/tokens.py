@@ -34,21 +34,18 @@ def add_training_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--convention",
         choices=("neox", "megatron"),
-        default="neox",
-        help="GPT-NeoX/TokenSmith (default) or megatron-core",
+        help="GPT-NeoX/TokenSmith (default; a blend: the framework whose flags it uses) or "
+        "megatron-core",
     )
     group.add_argument(
         "--index",
         metavar="PATH",
         help="where the run cached its index files (default: next to the dataset)",
     )
-    group.add_argument(
-        "--splits", default="969,30,1", help="train/valid/test weights (default 969,30,1)"
-    )
+    group.add_argument("--splits", help="train/valid/test weights (default 969,30,1)")
     group.add_argument("--split", default="train", choices=("train", "valid", "test"))
     group.add_argument(
         "--packing",
-        default="packed",
         # GPT-NeoX's "unpacked" needs a label dataset, which dexport does not read: not offered.
         choices=("packed", "pack_until_overflow"),
         help="GPT-NeoX packing (default packed)",
@@ -64,34 +61,131 @@ def add_training_run_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="megatron-core runs without add_extra_token_to_sequence",
     )
+    add_blend_args(parser)
+
+
+def add_blend_args(parser: argparse.ArgumentParser) -> None:
+    """A blended run's datasets (instead of PREFIX), in each framework's own syntax."""
+    group = parser.add_argument_group(
+        "blended run (instead of PREFIX; see docs/tokens.md, Blended runs)"
+    )
+    group.add_argument(
+        "--config",
+        action="append",
+        metavar="NEOX.yml",
+        help="GPT-NeoX YAML config(s), merged in order: train/valid/test_data_paths and "
+        "_weights (or data_path), seq_length, seed, train_iters, train_batch_size, "
+        "eval_interval, eval_iters (flags given here win); also a small blend file",
+    )
+    group.add_argument(
+        "--data-path", nargs="+", metavar="W P", help="megatron: W1 P1 W2 P2 … split by --splits"
+    )
+    for split in ("train", "valid", "test"):
+        group.add_argument(
+            f"--{split}-data-path",
+            nargs="+",
+            metavar="W P",
+            help=f"megatron: the {split} blend W1 P1 … (each prefix used whole)",
+        )
+    for split in ("train", "valid", "test"):
+        group.add_argument(
+            f"--{split}-data-paths", nargs="+", metavar="P", help=f"GPT-NeoX: {split} prefixes"
+        )
+        group.add_argument(
+            f"--{split}-data-weights",
+            nargs="+",
+            type=float,
+            metavar="W",
+            help=f"GPT-NeoX: {split} weights (default 1 each)",
+        )
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The GPT-NeoX config values of ``--config`` (read once)."""
+    if getattr(args, "_neox_config", None) is None:
+        from pipeline.tokens.blend import read_neox_config
+
+        args._neox_config = read_neox_config(args.config) if args.config else {}
+    return args._neox_config
+
+
+def _blend(args: argparse.Namespace):
+    """The blend the flags (or the config) give, or None."""
+    from pipeline.tokens.blend import SPLITS, megatron_blend, neox_blend
+
+    megatron = [args.data_path] + [getattr(args, f"{s}_data_path") for s in SPLITS]
+    neox = [getattr(args, f"{s}_data_paths") for s in SPLITS]
+    neox_weights = [getattr(args, f"{s}_data_weights") for s in SPLITS]
+    if any(megatron) and (any(neox) or any(neox_weights)):
+        raise UserError(
+            "megatron's --data-path/--train-data-path and GPT-NeoX's --train-data-paths are two "
+            "syntaxes for one thing; use one framework's flags"
+        )
+    if any(megatron):
+        return megatron_blend(
+            args.data_path, train=megatron[1], valid=megatron[2], test=megatron[3]
+        )
+    if any(neox) or any(neox_weights):
+        return neox_blend(
+            dict(zip(SPLITS, neox, strict=True)), dict(zip(SPLITS, neox_weights, strict=True))
+        )
+    return _config(args).get("blend")
+
+
+def dataset_prefix(args: argparse.Namespace) -> str | None:
+    """PREFIX as given, else a config's single ``data_path`` (when it has no blend)."""
+    if args.prefix is not None:
+        return args.prefix
+    config = _config(args)
+    return None if config.get("blend") else config.get("data_path")
 
 
 def training_run(args: argparse.Namespace) -> TrainingRun | None:
-    """The TrainingRun the flags describe (None when no --seq-len was given)."""
+    """The TrainingRun the flags (and ``--config``) describe (None without --seq-len/--seed)."""
     from pipeline.tokens.source import TrainingRun
 
-    if args.seq_len is None and args.seed is None:
+    config = _config(args)
+    blend = _blend(args)
+
+    def pick(flag: str, key: str, default=None):
+        value = getattr(args, flag)
+        return value if value is not None else config.get(key, default)
+
+    seq_len, seed = pick("seq_len", "seq_length"), pick("seed", "seed")
+    if seq_len is None and seed is None:
+        if blend is not None:
+            raise UserError(
+                "a blended run needs the training run: pass --seq-len L and --seed S (or "
+                "--config with seq_length and seed)"
+            )
         return None
-    if args.seed is None:
+    if seed is None:
         raise UserError(
             "a training-order selection needs the run's data seed; "
             "pass --seed S (as in the training config)"
         )
-    return TrainingRun(
-        seq_len=args.seq_len,
-        seed=args.seed,
-        convention=args.convention,
+    run = TrainingRun(
+        seq_len=seq_len,
+        seed=seed,
+        convention=args.convention or (blend.convention if blend is not None else "neox"),
         num_samples=args.num_samples,
-        train_iters=args.train_iters,
-        batch_size=args.batch_size,
-        splits=args.splits,
+        train_iters=pick("train_iters", "train_iters"),
+        batch_size=pick("batch_size", "train_batch_size"),
+        splits=str(pick("splits", "split", "969,30,1")),
         split=args.split,
-        packing=args.packing,
+        packing=pick("packing", "pack_impl", "packed"),
+        allow_chopped=bool(config.get("allow_chopped", True)),
         extra_token=not args.no_extra_token,
         index_prefix=args.index,
         storage_options=storage_options(args),
         build_index=args.build_index,
+        blend=blend,
+        eval_interval=config.get("eval_interval", 1000),
+        eval_iters=config.get("eval_iters", 100),
     )
+    if blend is not None:
+        blend.check(run.split)  # before any dataset is opened
+    return run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +199,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://"
+        "prefix",
+        metavar="PREFIX",
+        nargs="?",
+        help="dataset prefix (PREFIX.bin + PREFIX.idx), local or s3://; a blended run gives "
+        "its data paths instead",
     )
     add_training_run_args(p)
     sel = p.add_argument_group("selection (one of)").add_mutually_exclusive_group(required=True)
@@ -177,12 +275,13 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
+    run_ = training_run(args)
     spec = TokenExport(
-        prefix=args.prefix,
+        prefix=dataset_prefix(args),
         out=args.out,
         selection_kind=kind,
         selection_value=value,
-        run=training_run(args),
+        run=run_,
         content=args.content,
         tokenizer=args.tokenizer,
         skip_special_tokens=args.skip_special_tokens,
@@ -202,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.tokens.source import open_sample_order
 
         spec.check()  # arguments first: no order is built for a command line that is wrong
-        dataset = IndexedDataset(spec.prefix, spec.storage_options)
+        if spec.prefix is not None:
+            dataset = IndexedDataset(spec.prefix, spec.storage_options)
         order = open_sample_order(dataset, spec.run, defer_save=True)
     # every check before a cluster starts
     prepared = prepare_token_export(spec, dataset=dataset, order=order)

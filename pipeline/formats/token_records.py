@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 DETAIL_FIELDS = ("doc_index_f", "doc_index_l", "offset_f", "offset_l")
+# A blended run's records also say where each window came from (blends only).
+SOURCE_FIELDS = ("dataset", "dataset_sample_id")
 
 
 @dataclass
@@ -38,6 +40,8 @@ class TokenRecords:
     nested: bool = False
     metadata: dict | None = None  # NPZ carries it as a JSON string
     batch_id_last: bool = False  # TokenSmith's order: batch_id after the other columns
+    dataset: np.ndarray | None = None  # blends: the prefix each window was read from (str)
+    dataset_sample_id: np.ndarray | None = None  # blends: its sample id in that dataset
 
     def __len__(self) -> int:
         return len(self.index)
@@ -73,11 +77,14 @@ def _record_dicts(rec: TokenRecords, content: list, *, with_batch: bool) -> list
     index = rec.index.tolist()
     batch = rec.batch_id.tolist() if rec.batch_id is not None and with_batch else None
     details = {k: rec.details[k].tolist() for k in DETAIL_FIELDS} if rec.details else None
+    sources = _sources(rec)
     out = []
     for i in range(len(rec)):
         row: dict = {"index": index[i]}
         if batch is not None and not rec.batch_id_last:
             row["batch_id"] = batch[i]
+        if sources is not None:
+            row["dataset"], row["dataset_sample_id"] = sources[0][i], sources[1][i]
         row["content"] = content[i]
         if details is not None:
             row["doc_details"] = {k: details[k][i] for k in DETAIL_FIELDS}
@@ -85,6 +92,12 @@ def _record_dicts(rec: TokenRecords, content: list, *, with_batch: bool) -> list
             row["batch_id"] = batch[i]
         out.append(row)
     return out
+
+
+def _sources(rec: TokenRecords) -> tuple[list, list] | None:
+    if rec.dataset is None:
+        return None
+    return rec.dataset.tolist(), rec.dataset_sample_id.tolist()
 
 
 def _batch_groups(batch_id: np.ndarray) -> list[tuple[int, int, int]]:
@@ -140,10 +153,13 @@ def write_jsonl(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) ->
 
 # -- CSV -----------------------------------------------------------------------------------
 def csv_columns(rec: TokenRecords) -> list[str]:
-    """CSV header: ``index,content[,batch_id][,doc_index_f,doc_index_l,offset_f,offset_l]``."""
+    """CSV header: ``index,content[,batch_id][,dataset,dataset_sample_id]``
+    ``[,doc_index_f,doc_index_l,offset_f,offset_l]``."""
     cols = ["index", "content"]
     if rec.batch_id is not None and not rec.batch_id_last:
         cols.append("batch_id")
+    if rec.dataset is not None:
+        cols.extend(SOURCE_FIELDS)
     if rec.details:
         cols.extend(DETAIL_FIELDS)
     if rec.batch_id is not None and rec.batch_id_last:
@@ -159,6 +175,10 @@ def write_csv(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> N
     batch = [str(x).encode() for x in rec.batch_id.tolist()] if rec.batch_id is not None else None
     if batch is not None and not rec.batch_id_last:
         extra.append(batch)
+    if rec.dataset is not None:
+        names, ids = _sources(rec)
+        extra.append([_csv_text(name) for name in names])
+        extra.append([str(x).encode() for x in ids])
     if rec.details:
         extra.extend([str(x).encode() for x in rec.details[k].tolist()] for k in DETAIL_FIELDS)
     if batch is not None and rec.batch_id_last:
@@ -171,12 +191,22 @@ def write_csv(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> N
     handle.write(out.getbuffer())
 
 
+def _csv_text(value: str) -> bytes:
+    """A text field as Python's csv module quotes it (minimal quoting)."""
+    if any(c in value for c in ',"\r\n'):
+        return b'"' + value.replace('"', '""').encode() + b'"'
+    return value.encode()
+
+
 # -- NPZ -----------------------------------------------------------------------------------
 def npz_arrays(rec: TokenRecords, metadata: dict) -> dict[str, np.ndarray]:
     """The arrays of an NPZ part (DESIGN: 2-D ``tokens`` or flat ``tokens`` + ``offsets``)."""
     arrays: dict[str, np.ndarray] = {"index": rec.index.astype(np.int64)}
     if rec.batch_id is not None:
         arrays["batch_id"] = rec.batch_id.astype(np.int64)
+    if rec.dataset is not None:  # a fixed-width str array: loads without pickle
+        arrays["dataset"] = np.asarray(rec.dataset, np.str_)
+        arrays["dataset_sample_id"] = rec.dataset_sample_id.astype(np.int64)
     if rec.text is not None:
         arrays["text_bytes"] = np.asarray(rec.text, np.uint8)
         arrays["text_offsets"] = rec.text_offsets.astype(np.int64)
@@ -219,6 +249,9 @@ def arrow_table(rec: TokenRecords) -> pa.Table:
     fields = {"index": pa.array(rec.index, pa.int64())}
     if rec.batch_id is not None and not rec.nested:
         fields["batch_id"] = pa.array(rec.batch_id, pa.int64())
+    if rec.dataset is not None:
+        fields["dataset"] = pa.array(rec.dataset.tolist(), pa.string())
+        fields["dataset_sample_id"] = pa.array(rec.dataset_sample_id, pa.int64())
     fields["content"] = content
     if rec.details:
         fields["doc_details"] = pa.StructArray.from_arrays(

@@ -29,6 +29,8 @@ import numpy as np
 from pipeline.errors import NotSupported, UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS
+from pipeline.tokens.blend import Blend
+from pipeline.tokens.blend_order import BlendOrder
 from pipeline.tokens.decode_fallback import DecodeFallback, is_hf_tokenizer
 from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
 from pipeline.tokens.sample_order import SampleOrder
@@ -105,7 +107,7 @@ class DatasetManager:
 
     def setup_edit_inspect_sample_export(
         self,
-        dataset_prefix: str,
+        dataset_prefix: str | None,
         batch_info_save_prefix: str,
         train_iters: int,
         train_batch_size: int,
@@ -116,12 +118,23 @@ class DatasetManager:
         allow_chopped: bool = True,
         add_extra_token_to_seq: int = 1,
         *,
-        convention: str = "neox",
+        convention: str | None = None,
         split: str = "train",
+        blend: Blend | None = None,
     ) -> None:
-        """Open the dataset and load (or build and cache) the training run's sample order."""
+        """Open the dataset and load (or build and cache) the training run's sample order.
+
+        A blended run passes ``dataset_prefix=None`` and ``blend`` (:func:`neox_blend`,
+        :func:`megatron_blend` or ``read_neox_config(paths)["blend"]``); its convention is the
+        blend's, and ``batch_info_save_prefix`` is the folder of its index files (None: next to
+        each dataset). Samples then come from the blend's datasets, and doc details also say
+        ``dataset`` and ``dataset_sample_id``.
+        """
         if self.export is not None:
             raise UserError("handlers already initialized; create a new DatasetManager")
+        if (blend is None) == (dataset_prefix is None):
+            raise UserError("give dataset_prefix or blend= (a blended run), exactly one")
+        convention = convention or (blend.convention if blend is not None else "neox")
         if add_extra_token_to_seq not in (0, 1):
             raise UserError("add_extra_token_to_seq must be 0 or 1")
         if convention == "neox" and add_extra_token_to_seq != 1:
@@ -129,7 +142,8 @@ class DatasetManager:
                 "GPT-NeoX runs always add one extra token; "
                 "use convention='megatron' for add_extra_token_to_seq=0"
             )
-        self.dataset = IndexedDataset(dataset_prefix, self.storage_options)
+        if blend is None:
+            self.dataset = IndexedDataset(dataset_prefix, self.storage_options)
         self.run = TrainingRun(
             seq_len=train_seq_len,
             seed=seed,
@@ -143,6 +157,7 @@ class DatasetManager:
             extra_token=bool(add_extra_token_to_seq),
             index_prefix=batch_info_save_prefix,
             storage_options=self.storage_options,
+            blend=blend,
         )
         self.order = open_sample_order(self.dataset, self.run)
         self.export = ExportHandler(self)
@@ -235,7 +250,7 @@ class DatasetManager:
         if batch_size is not None and batch_size != run.batch_size:
             run = TrainingRun(**{**run.__dict__, "batch_size": batch_size})
         spec = TokenExport(
-            prefix=self.dataset.prefix,
+            prefix=self.dataset.prefix if self.dataset is not None else None,
             out=os.fspath(output_path),
             selection_kind=kind,
             selection_value=value,
@@ -269,19 +284,17 @@ class DatasetManager:
         """Samples ``ids`` as TokenSmith returns them: one token array per document the window
         spans (in the dataset's dtype); concatenated they are the window the model saw (a
         window padded to length ends with an array of pad tokens)."""
-        plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, ids)
-        flat = self.dataset.read(plan.starts, plan.lengths)
-        pieces = np.split(flat, np.cumsum(plan.lengths)[:-1]) if len(plan.lengths) else []
-        pad_dtype = np.result_type(flat.dtype, np.min_scalar_type(plan.pad_token))
-        samples, k = [], 0
-        for count in plan.counts.tolist():
-            segments = pieces[k : k + count]
-            k += count
-            short = plan.width - sum(len(x) for x in segments)
-            if short > 0:
-                segments.append(np.full(short, plan.pad_token, pad_dtype))
-            samples.append(segments)
-        return samples
+        if isinstance(self.order, BlendOrder):
+            samples: list = [None] * len(ids)
+            for k, positions, plan in self.order.plan(ids):
+                dataset = self.order.components[k].dataset
+                for row, segments in zip(positions, _plan_segments(dataset, plan), strict=True):
+                    samples[row] = segments
+            return samples
+        return _plan_segments(
+            self.dataset,
+            self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, ids),
+        )
 
     def _samples(
         self,
@@ -298,8 +311,14 @@ class DatasetManager:
         content = self._texts(ids, tokenizer) if return_detokenized else self._segments(ids)
         if not return_doc_details:
             return content
-        det = self.order.doc_details(ids)
-        return [(c, {k: int(v[i]) for k, v in det.items()}) for i, c in enumerate(content)]
+        det: dict[str, Any] = dict(self.order.doc_details(ids))
+        if isinstance(self.order, BlendOrder):
+            names, sample_ids = self.order.provenance(ids)
+            det = {"dataset": names.tolist(), "dataset_sample_id": sample_ids.tolist(), **det}
+        return [
+            (c, {k: v[i] if k == "dataset" else int(v[i]) for k, v in det.items()})
+            for i, c in enumerate(content)
+        ]
 
     def _checked(self, kind: str, values: Any, batch_size: int | None = None) -> np.ndarray:
         """Sample ids of ``values`` (sample or batch ids), each checked against the order:
@@ -312,10 +331,26 @@ class DatasetManager:
             kind,
             ids,
             num_samples=len(self.order),
-            num_documents=len(self.dataset),
+            num_documents=len(self.dataset) if self.dataset is not None else 0,
             batch_size=batch_size,
         )
         return selection.ids
+
+
+def _plan_segments(dataset: IndexedDataset, plan: Any) -> list[list[np.ndarray]]:
+    """One token array per document segment of each window of ``plan`` (pad array last)."""
+    flat = dataset.read(plan.starts, plan.lengths)
+    pieces = np.split(flat, np.cumsum(plan.lengths)[:-1]) if len(plan.lengths) else []
+    pad_dtype = np.result_type(flat.dtype, np.min_scalar_type(plan.pad_token))
+    samples, k = [], 0
+    for count in plan.counts.tolist():
+        segments = pieces[k : k + count]
+        k += count
+        short = plan.width - sum(len(x) for x in segments)
+        if short > 0:
+            segments.append(np.full(short, plan.pad_token, pad_dtype))
+        samples.append(segments)
+    return samples
 
 
 def _int_ids(values: Any, name: str) -> np.ndarray:

@@ -28,6 +28,10 @@ _SELECTIONS = {
 }
 
 
+_SOURCES = (
+    "`dataset`, `dataset_sample_id`: the blended dataset (prefix) the window was read from and "
+    "its sample id there"
+)
 _DETAILS = "the first and last position in the document order and the token offsets there"
 
 
@@ -39,6 +43,11 @@ def render_card(params: dict[str, Any], totals: dict[str, Any], ext: str) -> str
     """
     pattern = f"part-*{ext}"
     dataset = str(params.get("prefix") or "").rstrip("/").rsplit("/", 1)[-1] or "dataset"
+    blend = (params.get("run") or {}).get("blend")
+    if blend:
+        split = params["run"].get("split")
+        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in blend.get(split) or []]
+        dataset = "blend"
     name = f"{dataset} tokens"
     meta = {
         "pretty_name": name,
@@ -58,7 +67,11 @@ def render_card(params: dict[str, Any], totals: dict[str, Any], ext: str) -> str
         f"# {name}\n",
         f"Token export written by dexport: {totals.get('records', 0):,} records "
         f"({totals.get('tokens', 0):,} tokens) of the dataset `{dataset}`, {what}, as "
-        f"{content}.",
+        f"{content}."
+        if not blend
+        else f"Token export written by dexport: {totals.get('records', 0):,} records "
+        f"({totals.get('tokens', 0):,} tokens) of a blend of {', '.join(f'`{n}`' for n in names)}"
+        f", {what}, as {content}.",
     ]
     if run and not documents:
         lines.append(
@@ -88,6 +101,7 @@ def render_card(params: dict[str, Any], totals: dict[str, Any], ext: str) -> str
         else:
             lines.append("- `tokens`: one row of token ids per window")
         lines += ["- `batch_id`: the global batch of each sample"] if batches else []
+        lines += [f"- {_SOURCES}"] if blend else []
         if params.get("doc_details"):
             lines.append("- `doc_index_f`, `doc_index_l`, `offset_f`, `offset_l`: " + _DETAILS)
         lines.append("- `metadata`: the export's parameters as a JSON string")
@@ -102,6 +116,7 @@ def render_card(params: dict[str, Any], totals: dict[str, Any], ext: str) -> str
         lines.append(f"- `index`: the {index}")
         if batches and not params.get("nested"):
             lines.append("- `batch_id`: the global batch of the sample")
+        lines += [f"- {_SOURCES}"] if blend else []
         lines.append("- `content`: " + ("the text" if text else "the token ids"))
         if params.get("doc_details"):
             names = "`doc_index_f`, `doc_index_l`, `offset_f`, `offset_l`"

@@ -30,6 +30,7 @@ from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjo
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens import card
+from pipeline.tokens.blend_order import BlendOrder
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -40,7 +41,7 @@ STAGING_SUFFIX = ".dexport-parts"  # a single-file export stages its parts in OU
 class TokenExport:
     """Everything a token export needs; ``check`` validates it before anything is written."""
 
-    prefix: str
+    prefix: str | None  # None for a blend (``run.blend`` names its datasets)
     out: str
     selection_kind: str
     selection_value: Any = None
@@ -109,6 +110,15 @@ class TokenExport:
             problems.append("--chunk-size must be positive")
         if self.selection_kind != "documents" and self.run is None:
             problems.append("a training-order selection needs --seq-len and --seed")
+        blend = self.run.blend if self.run is not None else None
+        if blend is not None and self.prefix is not None:
+            problems.append("give PREFIX or a blend (data paths), not both")
+        if blend is None and self.prefix is None:
+            problems.append("give the dataset PREFIX (or a blend: data paths with weights)")
+        if blend is not None and self.selection_kind == "documents":
+            problems.append(
+                "--documents exports one dataset's documents: pass that PREFIX, not a blend"
+            )
         if self.backend not in ("cpu", "gpu", "auto"):
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
@@ -180,6 +190,44 @@ class ChunkTask:
     pad_token: int
     details: dict[str, np.ndarray] | None
     header: bool
+    # A blend's chunk: one (prefix, positions in ids, starts, lengths, counts) per dataset,
+    # and each record's (dataset prefix, sample id in it).
+    pieces: tuple[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] | None = None
+    sources: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _gather_blend(task: ChunkTask) -> np.ndarray:
+    """The windows of a blend's chunk, read dataset by dataset: flat ``[n * width]``."""
+    from pipeline.tokens.sample_order import WindowPlan
+
+    datasets = [_dataset(piece[0], task.options_json) for piece in task.pieces]
+    # int32 holds every token type but int64 (and megatron's pad -1, which uint16 cannot).
+    narrow = np.int32 if all(d.dtype.itemsize <= 4 for d in datasets) else np.int64
+    out = np.empty((len(task.ids), task.width), narrow)
+    for dataset, (_, positions, starts, lengths, counts) in zip(datasets, task.pieces, strict=True):
+        plan = WindowPlan(starts, lengths, counts, task.width, task.pad_token)
+        out[positions] = plan.gather(dataset, narrow)
+    return out.reshape(-1)
+
+
+def _gather(task: ChunkTask) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's tokens, flat, and each record's offsets into them."""
+    n = len(task.ids)
+    if task.pieces is not None:
+        return _gather_blend(task), np.arange(n + 1, dtype=np.int64) * task.width
+    dataset = _dataset(task.prefix, task.options_json)
+    # int32 holds every token type but int64 (and megatron's pad -1, which uint16 cannot).
+    narrow = np.int32 if dataset.dtype.itemsize <= 4 else np.int64
+    if task.width is not None:
+        from pipeline.tokens.sample_order import WindowPlan
+
+        plan = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token)
+        return plan.gather(dataset, narrow).reshape(-1), np.arange(
+            n + 1, dtype=np.int64
+        ) * task.width
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(task.lengths, out=offsets[1:])
+    return dataset.read(task.starts, task.lengths).astype(narrow, copy=False), offsets
 
 
 def export_chunk(
@@ -195,26 +243,15 @@ def export_chunk(
     ``detok`` is the driver's verified Detokenizer, shipped once per worker (its pickle leaves
     the Hugging Face tokenizer out), so workers never load transformers or rebuild the table.
     """
-    dataset = _dataset(task.prefix, task.options_json)
     n = len(task.ids)
-    # int32 holds every token type but int64 (and megatron's pad -1, which uint16 cannot).
-    narrow = np.int32 if dataset.dtype.itemsize <= 4 else np.int64
-    if task.width is not None:
-        from pipeline.tokens.sample_order import WindowPlan
-
-        plan = WindowPlan(task.starts, task.lengths, task.counts, task.width, task.pad_token)
-        flat = plan.gather(dataset, narrow).reshape(-1)
-        offsets = np.arange(n + 1, dtype=np.int64) * task.width
-    else:
-        flat = dataset.read(task.starts, task.lengths).astype(narrow, copy=False)
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(task.lengths, out=offsets[1:])
+    flat, offsets = _gather(task)
     text = text_offsets = None
     if spec.content == "text":
         top = int(flat.max()) if len(flat) else -1
         if top >= detok.vocab_size:  # the tokenizer would decode it to nothing: wrong tokenizer
+            where = f"{task.prefix}.bin" if task.prefix else "the blend's datasets"
             raise UserError(
-                f"token id {top} in {task.prefix}.bin is outside the tokenizer's vocabulary "
+                f"token id {top} in {where} is outside the tokenizer's vocabulary "
                 f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
             )
         if spec.backend == "gpu":
@@ -238,6 +275,8 @@ def export_chunk(
         nested=spec.nested,
         metadata=metadata,
         batch_id_last=spec.batch_id_last,
+        dataset=task.sources[0] if task.sources is not None else None,
+        dataset_sample_id=task.sources[1] if task.sources is not None else None,
     )
 
     def write(handle) -> tuple[int, dict]:
@@ -277,8 +316,19 @@ class _Planner:
             yield Task(relative, () if relative in done else (self.task(chunk), *args))
 
     def task(self, chunk: Chunk) -> ChunkTask:
-        details = None
-        if self.order is not None:
+        details = pieces = sources = None
+        if isinstance(self.order, BlendOrder):
+            planned = self.order.plan(chunk.ids)
+            pieces = tuple(
+                (self.order.prefixes[k], positions, p.starts, p.lengths, p.counts)
+                for k, positions, p in planned
+            )
+            starts = lengths = counts = None
+            width, pad = self.order.window_len, self.order.components[0].order.pad_token
+            sources = self.order.provenance(chunk.ids)
+            if self.spec.doc_details:
+                details = self.order.doc_details(chunk.ids)
+        elif self.order is not None:
             plan = self.order.plan_windows(self.dataset.token_starts, self.dataset.sizes, chunk.ids)
             starts, lengths, counts, width, pad = (
                 plan.starts,
@@ -308,6 +358,8 @@ class _Planner:
             pad,
             details,
             header,
+            pieces,
+            sources,
         )
 
 
@@ -335,7 +387,9 @@ def prepare_token_export(
 ) -> PreparedExport:
     """Check everything that can be checked before a cluster starts or a byte is written."""
     spec.check()
-    inputs = [f"{spec.prefix}.bin", f"{spec.prefix}.idx"]
+    blend = spec.run.blend if spec.run is not None else None
+    prefixes = blend.all_prefixes() if blend is not None else [spec.prefix]
+    inputs = [f"{p}.{ext}" for p in prefixes for ext in ("bin", "idx")]
     inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
     inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
     check_disjoint(spec.out, inputs, spec.storage_options)
@@ -345,7 +399,8 @@ def prepare_token_export(
         spec.backend = select_backend(spec.backend).name  # "auto" resolved; "gpu" checked
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
-    dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)
+    if blend is None:
+        dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)
     if spec.selection_kind != "documents" and order is None:
         order = open_sample_order(dataset, spec.run)
     if spec.selection_kind == "documents":
@@ -354,7 +409,7 @@ def prepare_token_export(
         spec.selection_kind,
         spec.selection_value,
         num_samples=len(order) if order is not None else 0,
-        num_documents=len(dataset),
+        num_documents=len(dataset) if dataset is not None else 0,
         batch_size=spec.run.batch_size if spec.run else None,
     )
     if spec.nested and not selection.has_batches:

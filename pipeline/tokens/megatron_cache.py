@@ -45,8 +45,8 @@ def megatron_description(
     *,
     dataset_path: str,
     split: str,
-    splits: str,
-    split_matrix: list[tuple[float, float] | None],
+    splits: str | None,
+    split_matrix: list[tuple[float, float] | None] | None,
     num_samples: int | None,
     seq_len: int,
     seed: int,
@@ -92,7 +92,7 @@ def find_cache_entries(
     *,
     dataset_path: str,
     split: str,
-    split_matrix: list[tuple[float, float] | None],
+    split_matrix: list[tuple[float, float] | None] | None,
     num_samples: int | None,
     seq_len: int,
     seed: int,
@@ -188,12 +188,14 @@ def _load_npy(fs: Any, path: str) -> np.ndarray:
         ) from None
 
 
-def same_split_matrix(described: object, ours: list[tuple[float, float] | None]) -> bool:
+def same_split_matrix(described: object, ours: list[tuple[float, float] | None] | None) -> bool:
     """True when a description's ``split_matrix`` is ours (up to float rounding)."""
     return _same_matrix(described, ours)
 
 
-def _same_matrix(described: object, ours: list[tuple[float, float] | None]) -> bool:
+def _same_matrix(described: object, ours: list[tuple[float, float] | None] | None) -> bool:
+    if ours is None or described is None:  # a per-split blend's datasets have none
+        return described is ours
     # The description stores floats through JSON, which round-trips them exactly; the same
     # weights written differently ("969,30,1" vs "0.969,0.03,0.001") may differ in the last bit.
     if not isinstance(described, list) or len(described) != len(ours):

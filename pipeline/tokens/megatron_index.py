@@ -96,6 +96,7 @@ def megatron_sample_order(
     pad_token: int = MEGATRON_PAD_TOKEN,
     build_index: bool = True,
     defer_save: bool = False,
+    whole_file: bool = False,
 ) -> SampleOrder:
     """The sample order of one split as megatron-core's ``GPTDataset`` sees it.
 
@@ -112,9 +113,15 @@ def megatron_sample_order(
     ``build_index=False`` refuses to build when the cache folder holds entries of this dataset
     and split for other parameters only (the UserError names the closest); ``defer_save``
     leaves writing a built entry to ``order.source.save()``. ``order.source`` says what was done.
+    ``whole_file``: the split uses every sequence (a per-split blend's dataset: megatron-core's
+    description has neither splits string nor split matrix, as megatron-core's blend_per_split).
     """
     check_params(split, num_samples, seq_len, seed)
-    matrix = megatron_split_matrix(splits)
+    described_splits: str | None = splits
+    if whole_file:
+        splits = ",".join("1" if s == split else "0" for s in SPLITS)
+        described_splits = None
+    matrix = None if whole_file else megatron_split_matrix(splits)
     start, stop = split_range(splits, len(dataset.sizes), split)
     extra = int(bool(add_extra_token))
     drop_last = split != "valid" or drop_last_partial_validation_sequence
@@ -168,7 +175,7 @@ def megatron_sample_order(
         if save:
             description = megatron_description(
                 dataset_path=dataset.prefix,
-                splits=splits,
+                splits=described_splits,
                 split_matrix=matrix,
                 tokenizer_identifiers=tokenizer_identifiers,
                 **params,
@@ -215,7 +222,7 @@ def _refuse_other_runs(
     folder: str,
     dataset_path: str,
     params: dict[str, Any],
-    matrix: list,
+    matrix: list | None,
     cache_dir: str | None,
 ) -> None:
     """UserError naming the closest cache entry of this dataset and split for other parameters."""

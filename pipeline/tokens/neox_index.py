@@ -131,7 +131,7 @@ def neox_index_filenames(
 ) -> dict[str, str]:
     """File names GPT-NeoX caches a split's index under
     (``doc_idx``/``sample_idx``/``shuffle_idx``)."""
-    _check_choice("split", split, SPLITS)
+    _check_choice("split", split.split("_")[0], SPLITS)
     _check_choice("version", version, VERSIONS)
     stem = f"{index_prefix_name}_{split}_indexmap_{num_samples}ns_{seq_len}sl_{seed}s"
     if version == "head":
@@ -189,6 +189,7 @@ def neox_sample_order(
     version: str = "auto",
     build_index: bool = True,
     defer_save: bool = False,
+    label: str | None = None,
 ) -> SampleOrder:
     """The sample order of one split as a GPT-NeoX run sees it: its cached files, else rebuilt.
 
@@ -201,7 +202,8 @@ def neox_sample_order(
     ``build_index=False`` refuses to build when the place holds index files of this dataset and
     split for other parameters only (a wrong ``seq_len``, ``seed`` or sample count is the likely
     cause): the UserError names the closest of them. ``defer_save`` leaves the files of a built
-    order to ``order.source.save()``. ``order.source`` says what was done.
+    order to ``order.source.save()``. ``order.source`` says what was done. ``label`` replaces
+    the split in the file names (a blend's component ``k`` of ``train`` is ``train_k``).
     """
     _check_choice("version", version, ("auto", *VERSIONS))
     build_version = "head" if version == "auto" else version
@@ -216,7 +218,7 @@ def neox_sample_order(
     lookups = [build_version] if version != "auto" else ["head"]
     if version == "auto" and packing == "packed":
         lookups.append("v1.0")
-    params = (split, num_samples, seq_len, seed, packing, allow_chopped)
+    params = (label or split, num_samples, seq_len, seed, packing, allow_chopped)
     arrays = None
     for candidate in lookups:
         paths = _paths(folder, neox_index_filenames(name, *params, candidate))
@@ -282,7 +284,7 @@ def _build_bytes(
 
 
 _INDEX_NAME = re.compile(
-    r"_(train|valid|test)_indexmap_(\d+)ns_(\d+)sl_(\d+)s"
+    r"_((?:train|valid|test)(?:_\d+)?)_indexmap_(\d+)ns_(\d+)sl_(\d+)s"
     r"(?:_(packed|pack_until_overflow|unpacked)pi(_ac)?)?_doc_idx\.npy$"
 )
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.tokens.sample_order import SampleOrder
+
+if TYPE_CHECKING:
+    from pipeline.tokens.blend import Blend
+    from pipeline.tokens.blend_order import BlendOrder
 
 CONVENTIONS = ("neox", "megatron")
 
@@ -33,6 +37,11 @@ class TrainingRun:
     # place holds files of this dataset for other parameters only, stop naming the closest
     # (False: the command line without --build-index).
     build_index: bool = True
+    # A blended run: prefixes and weights per split (None: the one dataset of the export).
+    blend: Blend | None = None
+    # How the trainer derives valid/test sample counts from train_iters (its defaults).
+    eval_interval: int = 1000
+    eval_iters: int = 100
 
     def check(self) -> None:
         """Raise one UserError listing every invalid parameter."""
@@ -51,6 +60,11 @@ class TrainingRun:
             problems.append(f"--split {self.split!r} is not one of train, valid, test")
         if self.convention == "megatron" and self.packing != "packed":
             problems.append("--packing applies to the neox convention only")
+        if self.blend is not None and self.blend.convention != self.convention:
+            problems.append(
+                f"the blend is written in {self.blend.convention}'s syntax but --convention is "
+                f"{self.convention}; use one framework's flags and convention"
+            )
         if problems:
             raise UserError("; ".join(problems))
 
@@ -66,11 +80,15 @@ class TrainingRun:
         if self.convention == "neox":
             from pipeline.tokens.neox_index import neox_num_samples
 
-            counts = neox_num_samples(self.train_iters, self.batch_size)
+            counts = neox_num_samples(
+                self.train_iters, self.batch_size, self.eval_interval, self.eval_iters
+            )
         else:
             from pipeline.tokens.megatron_index import megatron_num_samples
 
-            counts = megatron_num_samples(self.train_iters, self.batch_size)
+            counts = megatron_num_samples(
+                self.train_iters, self.batch_size, self.eval_interval, self.eval_iters
+            )
         return counts[self.split]
 
     def as_params(self) -> dict[str, Any]:
@@ -78,19 +96,29 @@ class TrainingRun:
         params = asdict(self)
         params.pop("storage_options")
         params.pop("build_index")  # how the order is found, not which order it is
+        # Recorded only when they matter, so single-dataset manifests stay as they were.
+        params["blend"] = self.blend.as_params() if self.blend is not None else None
+        for key, default in (("blend", None), ("eval_interval", 1000), ("eval_iters", 100)):
+            if params[key] == default:
+                params.pop(key)
         return params
 
 
 def open_sample_order(
-    dataset: IndexedDataset, run: TrainingRun, *, defer_save: bool = False
-) -> SampleOrder:
+    dataset: IndexedDataset | None, run: TrainingRun, *, defer_save: bool = False
+) -> SampleOrder | BlendOrder:
     """Load the cached sample index of ``run`` or build it (and cache it next to the data).
 
     ``order.source`` says which files were loaded, or that the order was built and where it is
     saved; with ``defer_save`` a built order's files are written by ``order.source.save()``
-    (a command calls it once every check has passed, so a refused run writes nothing).
+    (a command calls it once every check has passed, so a refused run writes nothing). With
+    ``run.blend`` the order is a :class:`BlendOrder` over its datasets (``dataset`` unused).
     """
     run.check()
+    if run.blend is not None:  # every dataset of the blend is opened from its prefix
+        from pipeline.tokens.blend_build import open_blend_order
+
+        return open_blend_order(run, defer_save=defer_save)
     if run.convention == "neox":
         from pipeline.tokens.neox_index import neox_sample_order
 
