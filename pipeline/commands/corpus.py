@@ -161,6 +161,7 @@ def build_spec(args: argparse.Namespace) -> Any:
         card=args.card,
         command="dexport corpus " + " ".join(shlex.quote(a) for a in _command_args(args)),
         max_reject_fraction=args.max_reject_fraction,
+        backend=args.backend,
     )
     if split is not None:
         spec.split = split

@@ -166,6 +166,7 @@ def _job(args: argparse.Namespace) -> Any:
         resume=args.resume,
         storage_options=storage_options(args),
         max_reject_fraction=args.max_reject_fraction,
+        backend=args.backend,
     )
 
 

@@ -45,6 +45,7 @@ def export_corpus(
     progress: bool = False,
     command: str | None = None,
     max_reject_fraction: float | None = 0.5,
+    backend: str = "cpu",
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
 
@@ -56,7 +57,8 @@ def export_corpus(
 
     Raises :class:`~pipeline.errors.DataCheckFailed` (after writing the export, with the
     summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
-    was rejected; ``None`` checks only "every record".
+    was rejected; ``None`` checks only "every record". ``backend`` (``cpu``, ``gpu`` or
+    ``auto``) is what the partitions compute with; the output bytes are the same.
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.runtime.executor import open_executor
@@ -80,6 +82,7 @@ def export_corpus(
         card=card,
         command=command,
         max_reject_fraction=max_reject_fraction,
+        backend=backend,
     )
     plan = plan_corpus_export(spec)
     with open_executor(client=client, workers=workers, in_process=True) as executor:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.corpus import finalize as corpus_finalize
 from pipeline.corpus import writers as corpus_writers
 from pipeline.corpus.partition import (
@@ -64,6 +65,7 @@ class CorpusExport:
     card: bool = True
     command: str | None = None  # the command line, for the card's "Reproduce" section
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
+    backend: str = "cpu"  # cpu | gpu | auto: what the partitions compute with (same bytes)
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -98,6 +100,8 @@ class CorpusExport:
             )
         if self.out and self.out.strip() == "-":
             problems.append("--out - is not supported: corpus writes a folder; name one")
+        if self.backend not in BACKEND_NAMES:
+            problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -133,6 +137,7 @@ class CorpusPlan:
     params: dict[str, Any]
     tokenizer: Any
     t0: float
+    backend: Backend = CPU  # --backend resolved once; every task computes with it
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
@@ -145,6 +150,7 @@ def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
 def _plan(spec: CorpusExport) -> CorpusPlan:
     t0 = time.perf_counter()
     spec.check()
+    backend = resolve_backend(spec.backend)  # --backend gpu without a device: exit 2 here
     check_reachable([*spec.inputs, spec.out], spec.storage_options)
     partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
     if not partitions:
@@ -157,7 +163,8 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     _check_output(spec, output, partitions)
     _check_fields(spec, partitions)
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
-    return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
+    params = spec.params(partitions, payload)
+    return CorpusPlan(spec, partitions, output, params, payload, t0, backend)
 
 
 def _check_fields(spec: CorpusExport, partitions: list[InputPartition]) -> None:
@@ -221,6 +228,7 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
         spec.storage_options,
         output.fs,
         output.path,
+        plan.backend,
     )
     bounds = _rank(executor, partitions, ranks, task, progress) if spec.split.exact else None
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)

@@ -40,6 +40,7 @@ def encode_corpus(
     workers: int | None = None,
     progress: bool = False,
     max_reject_fraction: float | None = 0.5,
+    backend: str = "cpu",
 ) -> dict[str, Any]:
     """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3).
 
@@ -62,6 +63,8 @@ def encode_corpus(
         client: an existing ``distributed.Client`` (left open); else ``scheduler`` or an
             embedded local cluster of ``workers`` processes; by default threads of this process.
         progress: show a progress bar on a terminal.
+        backend: ``"cpu"``, ``"gpu"`` or ``"auto"``: what packs the shards (tokenization
+            stays on the CPU; the output bytes are the same).
 
     Returns:
         The summary: ``documents``, ``tokens``, ``records``, ``rejected`` (by reason),
@@ -94,6 +97,7 @@ def encode_corpus(
         resume=resume,
         storage_options=dict(storage_options or {}),
         max_reject_fraction=max_reject_fraction,
+        backend=backend,
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(

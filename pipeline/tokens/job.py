@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu.backend import CPU, Backend, resolve_backend
 from pipeline.errors import UserError
 from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
@@ -30,6 +31,7 @@ from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjo
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens import card
+from pipeline.tokens.decode_fallback import DecodeFallback
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -180,6 +182,7 @@ class ChunkTask:
     pad_token: int
     details: dict[str, np.ndarray] | None
     header: bool
+    backend: Backend = CPU  # where detokenization runs (resolved from --backend)
 
 
 def export_chunk(
@@ -217,15 +220,12 @@ def export_chunk(
                 f"token id {top} in {task.prefix}.bin is outside the tokenizer's vocabulary "
                 f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
             )
-        if spec.backend == "gpu":
-            # The kernel runs on the device; writers take host bytes, so copy the result once.
-            from gpu.backend import select_backend
-
-            device = select_backend("gpu")
-            data, offs = detok.decode_to_bytes(device.from_numpy(flat), device.from_numpy(offsets))
-            text, text_offsets = device.asnumpy(data), device.asnumpy(offs)
-        else:
-            text, text_offsets = detok.decode_to_bytes(flat, offsets)
+        # The kernel runs on the task's backend (on a GPU: tokens copied to the device once);
+        # writers take host bytes, so the result comes back once. A tokenizer without a byte
+        # table decodes window by window in Python, on the host whatever the backend.
+        backend = CPU if isinstance(detok, DecodeFallback) else task.backend
+        data, offs = detok.decode_to_bytes(backend.from_numpy(flat), backend.from_numpy(offsets))
+        text, text_offsets = backend.asnumpy(data), backend.asnumpy(offs)
     records = tr.TokenRecords(
         index=task.ids,
         batch_id=task.batch_ids,
@@ -264,6 +264,7 @@ class _Planner:
             single,
         )
         self.options_json = json.dumps(spec.storage_options, sort_keys=True)
+        self.backend = resolve_backend(spec.backend)
 
     def relative(self, part: int) -> str:
         return f"part-{part:05d}{self.ext}"
@@ -308,6 +309,7 @@ class _Planner:
             pad,
             details,
             header,
+            self.backend,
         )
 
 
@@ -340,9 +342,7 @@ def prepare_token_export(
     inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
     check_disjoint(spec.out, inputs, spec.storage_options)
     if spec.backend != "cpu":
-        from gpu.backend import select_backend
-
-        spec.backend = select_backend(spec.backend).name  # "auto" resolved; "gpu" checked
+        spec.backend = resolve_backend(spec.backend).name  # "auto" resolved; "gpu" checked
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
     dataset = dataset or IndexedDataset(spec.prefix, spec.storage_options)

@@ -15,7 +15,8 @@ needs_no_gpu = pytest.mark.skipif(gpu_available(), reason="this machine has a us
 
 def test_cpu_backend_is_numpy_and_pandas() -> None:
     backend = select_backend("cpu")
-    assert backend == Backend(name="cpu", xp=np, df=pd)
+    assert backend == Backend(name="cpu", xp=np, frame="pandas")
+    assert backend.df is pd
     x = backend.from_numpy(np.arange(3, dtype=np.int32))
     assert isinstance(x, np.ndarray) and x.dtype == np.int32
     assert backend.asnumpy(x).tolist() == [0, 1, 2]
