@@ -65,7 +65,8 @@ class CorpusExport:
     card: bool = True
     command: str | None = None  # the command line, for the card's "Reproduce" section
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
-    backend: str = "cpu"  # cpu | gpu | auto: what the partitions compute with (same bytes)
+    # cpu | gpu | auto (or a gpu.backend.Backend): what the partitions compute with; same bytes
+    backend: str | Backend = "cpu"
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -100,7 +101,7 @@ class CorpusExport:
             )
         if self.out and self.out.strip() == "-":
             problems.append("--out - is not supported: corpus writes a folder; name one")
-        if self.backend not in BACKEND_NAMES:
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))

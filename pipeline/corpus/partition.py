@@ -20,7 +20,7 @@ import orjson
 from gpu.array_ops import astype, concat, indices_where, unique_counts
 from gpu.backend import CPU, Backend
 from gpu.hashing import bucket, hash_keys, hash_packed, pack_keys
-from gpu.text_stats import packed_text_counts
+from gpu.text_stats import packed_word_counts
 from pipeline.corpus import writers as corpus_writers
 from pipeline.corpus.splits import Boundary, SplitSpec, exact_mode_assign, key_bytes
 from pipeline.formats.corpus_stats import SplitStats
@@ -148,7 +148,8 @@ def _columns(valid: _Valid, seed: int, key_is_text: bool, backend: Backend) -> _
 
     Texts are packed on the host in batches of about ``BATCH_BYTES`` (small temporaries the
     allocator keeps warm), each batch goes to the backend once, and the kernels of
-    :mod:`gpu.hashing` and :mod:`gpu.text_stats` run on it there.
+    :mod:`gpu.hashing` and :mod:`gpu.text_stats` run on it there. Character counts are
+    ``len`` of the Python strings (stored in the string: cheaper than any kernel).
     """
     xp = backend.xp
     n = len(valid.texts)
@@ -166,17 +167,18 @@ def _columns(valid: _Valid, seed: int, key_is_text: bool, backend: Backend) -> _
             if key_is_text
             else None
         )
-        words, chars = packed_text_counts(xp, data, offs, lens)
-        pieces.append((hashes, words, chars, astype(xp, lens, xp.int64)))
+        words = packed_word_counts(xp, data, offs)
+        pieces.append((hashes, words, astype(xp, lens, xp.int64)))
         start = stop
     if not pieces:
         empty = xp.zeros(0, dtype=xp.int64)
         return _Columns(xp.zeros(0, dtype=xp.uint64), empty, empty, empty)
-    words, chars, nbytes = (concat(xp, [p[i] for p in pieces]) for i in (1, 2, 3))
+    words, nbytes = (concat(xp, [p[i] for p in pieces]) for i in (1, 2))
     if key_is_text:
         hashes = concat(xp, [p[0] for p in pieces])
     else:
         hashes = hash_keys(valid.keys, seed, xp)
+    chars = backend.from_numpy(np.fromiter(map(len, valid.texts), np.int64, count=n))
     return _Columns(hashes, words, chars, nbytes)
 
 

@@ -67,7 +67,8 @@ class EncodeJob:
     resume: bool = False
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
-    backend: str = "cpu"  # cpu | gpu | auto: what packs the shards (the bytes are the same)
+    # cpu | gpu | auto (or a gpu.backend.Backend): what packs the shards; the same bytes
+    backend: str | Backend = "cpu"
     # Filled in by check():
     payload: TokenizerPayload | None = None
     options: ts.EncodeOptions | None = None
@@ -103,7 +104,7 @@ class EncodeJob:
             problems.append(
                 f"--max-reject-fraction must be between 0 and 1 (got {self.max_reject_fraction})"
             )
-        if self.backend not in BACKEND_NAMES:
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         name = self.out.rstrip("/").rsplit("/", 1)[-1]
         if self.out.strip() == "-":
@@ -245,7 +246,7 @@ def _encode_shard(
             if rejects:
                 _write_jsonl(spool, rejects)
             counts["documents"] += part.documents
-            counts["tokens"] += int(len(part.tokens))
+            counts["tokens"] += int(part.tokens.shape[0])
             xp = task.backend.xp
             lengths = part.offsets[1:] - part.offsets[:-1]
             sizes.append(task.backend.asnumpy(astype(xp, lengths, xp.int32)))

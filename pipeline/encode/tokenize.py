@@ -167,7 +167,6 @@ def encode_texts(
     tokenizer = backend_for(payload)
     xp = backend.xp
     dtype = np.dtype(dtype)
-    extra = int(options.bos_id is not None) + int(options.eod_id is not None)
     token_parts: list[Any] = []
     length_parts: list[Any] = []
     for batch in _batches(texts):
@@ -175,11 +174,11 @@ def encode_texts(
         lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lengths.sum()))
         del ids  # the Python lists are the large part of a batch; free them before the next
-        flat, lengths = backend.from_numpy(flat), backend.from_numpy(lengths)
-        if extra:
-            flat, lengths = add_markers(xp, flat, lengths, options)
+        flat = backend.from_numpy(flat)
+        if options.bos_id is not None or options.eod_id is not None:
+            flat, lengths = add_markers(backend, flat, lengths, options)
         token_parts.append(flat)
-        length_parts.append(lengths)
+        length_parts.append(backend.from_numpy(lengths))
     if not length_parts:
         return xp.zeros(0, dtype=getattr(xp, dtype.name)), xp.zeros(1, dtype=xp.int64)
     offsets = cumulative_sum(xp, concat(xp, length_parts), xp.int64)
@@ -187,33 +186,29 @@ def encode_texts(
     return tokens, offsets
 
 
-def add_markers(xp: Any, flat: Any, lengths: Any, options: EncodeOptions) -> tuple[Any, Any]:
-    """Prepend BOS / append EOD to every document with array operations (no Python loop).
+def add_markers(
+    backend: Backend, flat: Any, lengths: np.ndarray, options: EncodeOptions
+) -> tuple[Any, np.ndarray]:
+    """Prepend BOS / append EOD to every document: ``(tokens of the backend, new lengths)``.
 
-    Every output position finds its document by a binary search over the document ends, is
-    the document's first or last position (a marker) or else takes the token it moves to;
-    only gathers and ``where``, so it runs on any array-API namespace.
+    The layout is planned on the host from the document lengths (where each marker goes, as
+    boolean masks: a scatter, which the array API lacks); the tokens are then placed on the
+    backend with masked assignments, no Python loop over documents.
     """
-    has_bos, has_eod = int(options.bos_id is not None), int(options.eod_id is not None)
-    new_lengths = lengths + (has_bos + has_eod)
-    ends = cumulative_sum(xp, new_lengths)[1:]
-    total = int(ends[-1]) if ends.shape[0] else 0
-    position = xp.arange(total, dtype=xp.int64)
-    doc = xp.searchsorted(ends, position, side="right")
+    xp = backend.xp
+    new_lengths = lengths + int(options.bos_id is not None) + int(options.eod_id is not None)
+    ends = np.cumsum(new_lengths)
     starts = ends - new_lengths
-    # Tokens before position p in the output but not in ``flat``: every marker of the
-    # documents before p's, and p's own BOS.
-    source = position - doc * (has_bos + has_eod) - has_bos
-    if flat.shape[0]:
-        out = xp.take(flat, xp.clip(source, 0, flat.shape[0] - 1))
-    else:
-        out = xp.zeros(total, dtype=flat.dtype)
-    if has_eod:
-        eod = xp.asarray(options.eod_id, dtype=flat.dtype)
-        out = xp.where(position == xp.take(ends, doc) - 1, eod, out)
-    if has_bos:
-        bos = xp.asarray(options.bos_id, dtype=flat.dtype)
-        out = xp.where(position == xp.take(starts, doc), bos, out)
+    total = int(ends[-1]) if len(ends) else 0
+    content = np.ones(total, bool)
+    out = xp.zeros(total, dtype=flat.dtype)
+    for marker, where in ((options.bos_id, starts), (options.eod_id, ends - 1)):
+        if marker is not None:
+            mask = np.zeros(total, bool)
+            mask[where] = True
+            content[where] = False
+            out[backend.from_numpy(mask)] = xp.asarray(marker, dtype=flat.dtype)
+    out[backend.from_numpy(content)] = flat
     return out, new_lengths
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gpu.backend import CPU, Backend, resolve_backend
+from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.errors import UserError
 from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
@@ -58,7 +58,7 @@ class TokenExport:
     overwrite: bool = False
     resume: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
-    backend: str = "cpu"  # cpu | gpu | auto: where detokenization runs
+    backend: str | Backend = "cpu"  # cpu | gpu | auto (or a Backend): where detokenization runs
     # None: ``out`` is one file when its name has a known extension, else a folder (the CLI);
     # True: one file in ``format`` whatever the name (the API, as TokenSmith); False: a folder.
     single: bool | None = None
@@ -111,7 +111,7 @@ class TokenExport:
             problems.append("--chunk-size must be positive")
         if self.selection_kind != "documents" and self.run is None:
             problems.append("a training-order selection needs --seq-len and --seed")
-        if self.backend not in ("cpu", "gpu", "auto"):
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))
@@ -341,7 +341,7 @@ def prepare_token_export(
     inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
     inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
     check_disjoint(spec.out, inputs, spec.storage_options)
-    if spec.backend != "cpu":
+    if isinstance(spec.backend, str) and spec.backend != "cpu":
         spec.backend = resolve_backend(spec.backend).name  # "auto" resolved; "gpu" checked
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
