@@ -26,7 +26,7 @@ def word_counts(xp: Any, buffer: Any, starts: Any, ends: Any) -> Any:
     if starts.shape[0] == 0 or buffer.shape[0] == 0:
         return xp.zeros(starts.shape, dtype=xp.int64)
     word = buffer > 32
-    begins = word & ~concat(xp, [xp.zeros(1, dtype=xp.bool), word[:-1]])  # a word's first byte
+    begins = word & ~concat(xp, [xp.zeros(1, dtype=word.dtype), word[:-1]])  # first byte of a word
     positions = astype(xp, xp.nonzero(begins)[0], xp.int64)
     return xp.searchsorted(positions, ends) - xp.searchsorted(positions, starts)
 
