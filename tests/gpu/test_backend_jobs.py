@@ -240,3 +240,41 @@ def test_gpu_backend_without_device_exits_2_with_one_line(
     assert len(err) == 1 and "backend 'gpu' needs" in err[0] and "--backend cpu" in err[0]
     assert "Traceback" not in err[0]
     assert not out.exists() and not list(tmp_path.glob("out.*"))
+
+
+@needs_no_gpu
+def test_api_backend_gpu_without_device_is_a_backend_error(
+    token_dataset: str,
+    tmp_path: Path,
+    byte_bpe_tokenizer_path: Path,  # noqa: F811
+    encode_dir: Path,
+    corpus_dir: Path,
+) -> None:
+    from gpu.errors import BackendError
+    from pipeline import DatasetManager, export_corpus
+    from pipeline.encode.api import encode_corpus
+
+    with DatasetManager(backend="gpu") as manager:
+        manager.setup_edit_inspect_sample_export(
+            dataset_prefix=token_dataset,
+            batch_info_save_prefix=str(tmp_path / "index" / "run"),
+            train_iters=10,
+            train_batch_size=8,
+            train_seq_len=32,
+            seed=7,
+            splits_string="100,0,0",
+        )
+        with pytest.raises(BackendError, match="backend 'gpu' needs"):
+            manager.export.export_batch_range(
+                0, 2, 8, str(tmp_path / "t.jsonl"), tokenizer=str(byte_bpe_tokenizer_path)
+            )
+    with pytest.raises(BackendError, match="backend 'gpu' needs"):
+        export_corpus([str(corpus_dir / "odd.jsonl")], str(tmp_path / "c"), backend="gpu")
+    with pytest.raises(BackendError, match="backend 'gpu' needs"):
+        encode_corpus(
+            str(encode_dir),
+            tmp_path / "e" / "ds",
+            tokenizer=byte_bpe_tokenizer_path,
+            backend="gpu",
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # the cached sample index
