@@ -13,7 +13,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from gpu.errors import BackendError
 
@@ -24,27 +23,46 @@ BACKEND_NAMES = ("auto", "cpu", "gpu")
 class Backend:
     """The libraries one run computes with.
 
-    ``name`` is ``"cpu"`` or ``"gpu"`` (``auto`` is resolved before a Backend exists), ``xp``
-    the array namespace (``numpy`` or ``cupy``) and ``df`` the dataframe library (``pandas`` or
-    ``cudf``).
+    ``name`` is ``"cpu"`` or ``"gpu"`` (``auto`` is resolved before a Backend exists; tests
+    name their own, e.g. ``strict`` for ``array_api_strict`` in NumPy's place), ``xp`` the
+    array namespace (``numpy`` or ``cupy``) and ``frame`` the name of the dataframe library
+    (``pandas`` or ``cudf``), imported by :attr:`df` when first used: pandas pulls in
+    PyArrow, which commands that fail early or only print help must not pay for.
+
+    The driver resolves the user's ``--backend`` once and every task carries the Backend it
+    got; it pickles as the names of its modules, so a worker imports the same libraries.
     """
 
     name: str
     xp: ModuleType
-    df: ModuleType
+    frame: str = "pandas"
+
+    @property
+    def df(self) -> ModuleType:
+        """The dataframe library (``pandas`` or ``cudf``)."""
+        return importlib.import_module(self.frame)
 
     def asnumpy(self, x: Any) -> np.ndarray:
         """Return ``x`` as a NumPy array in host memory (copies from the device on GPU)."""
-        if self.name == "gpu":
-            return self.xp.asnumpy(x)
+        if type(x).__module__.split(".")[0] == "cupy":
+            return x.get()
         return np.asarray(x)
 
     def from_numpy(self, x: Any) -> Any:
-        """Return ``x`` as an array of this backend (copies to the device on GPU)."""
+        """Return ``x`` as an array of this backend (copies to the device on GPU; NumPy arrays
+        stay as they are on the CPU backend)."""
         return self.xp.asarray(x)
 
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        # Modules do not pickle; their names do, and the worker imports them again.
+        return (_rebuild, (self.name, self.xp.__name__, self.frame))
 
-CPU = Backend(name="cpu", xp=np, df=pd)
+
+def _rebuild(name: str, xp: str, frame: str) -> Backend:
+    return Backend(name=name, xp=importlib.import_module(xp), frame=frame)
+
+
+CPU = Backend(name="cpu", xp=np, frame="pandas")
 
 
 def select_backend(name: str) -> Backend:
@@ -69,6 +87,15 @@ def select_backend(name: str) -> Backend:
         f"{', '.join(missing)}); "
         "install dexport[gpu] or use --backend cpu"
     )
+
+
+def resolve_backend(choice: str | Backend) -> Backend:
+    """The Backend a run computes with: a Backend as is, a name through :func:`select_backend`.
+
+    Jobs call this once on the driver (so ``--backend gpu`` without a device fails before
+    anything is written) and put the result into every task.
+    """
+    return choice if isinstance(choice, Backend) else select_backend(choice)
 
 
 def gpu_available() -> bool:
@@ -123,9 +150,8 @@ def _namespace_of(x: Any) -> ModuleType:
 
 
 def _gpu_backend() -> Backend:
-    return Backend(
-        name="gpu", xp=importlib.import_module("cupy"), df=importlib.import_module("cudf")
-    )
+    importlib.import_module("cudf")  # imported here, where the GPU is chosen, not mid-task
+    return Backend(name="gpu", xp=importlib.import_module("cupy"), frame="cudf")
 
 
 def _try_import(module: str) -> ModuleType | None:

@@ -230,12 +230,18 @@ class Detokenizer:
     def decode_to_bytes(self, tokens: Any, offsets: Any) -> tuple[Any, Any]:
         """Decode windows ``tokens[offsets[i]:offsets[i+1]]`` to UTF-8.
 
-        ``tokens``: flat integer array (any int dtype, NumPy or CuPy); ``offsets``: int64
-        ``[n+1]``. Returns ``(bytes uint8, offsets int64 [n+1])`` in the same namespace, with
+        ``tokens``: flat integer array (any int dtype, NumPy, CuPy or another array-API
+        namespace); ``offsets``: int64 ``[n+1]``. Returns ``(bytes uint8, offsets int64 [n+1])``
+        in the same namespace, with
         ``bytes[off[i]:off[i+1]].decode() == tokenizer.decode(window i, skip_special_tokens)``.
+        CuPy arrays are decoded by the CUDA kernel; others by the CPU kernel on the host.
         """
         if type(tokens).__module__.split(".")[0] == "cupy":
             return self._decode_device(tokens, offsets)
+        if not isinstance(tokens, np.ndarray) and hasattr(tokens, "__array_namespace__"):
+            xp = tokens.__array_namespace__()
+            data, offs = self.decode_to_bytes(np.asarray(tokens), np.asarray(offsets))
+            return xp.asarray(data), xp.asarray(offs)
         tokens, offsets = _check_windows(np.asarray(tokens), np.asarray(offsets))
         if self.table is None:
             texts = self._decode_fallback(tokens, offsets)

@@ -168,6 +168,7 @@ def build_spec(args: argparse.Namespace) -> Any:
         command="dexport corpus " + " ".join(shlex.quote(a) for a in _command_args(args)),
         max_reject_fraction=args.max_reject_fraction,
         database=database,
+        backend=args.backend,
     )
     if split is not None:
         spec.split = split

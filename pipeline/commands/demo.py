@@ -77,6 +77,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         doc_details=True,
         chunk_size=32,
+        backend=args.backend,
     )
     print(
         "2/3 building the GPT-NeoX training order (seq_len 128, seed 1234, 50 iters x 16)",

@@ -174,6 +174,7 @@ def _job(args: argparse.Namespace) -> Any:
         storage_options=storage_options(args),
         max_reject_fraction=args.max_reject_fraction,
         database=database,
+        backend=args.backend,
     )
 
 

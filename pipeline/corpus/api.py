@@ -48,6 +48,7 @@ def export_corpus(
     table: str | None = None,
     query: str | None = None,
     key: str | None = None,
+    backend: str = "cpu",
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
 
@@ -63,7 +64,8 @@ def export_corpus(
 
     Raises :class:`~pipeline.errors.DataCheckFailed` (after writing the export, with the
     summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
-    was rejected; ``None`` checks only "every record".
+    was rejected; ``None`` checks only "every record". ``backend`` (``cpu``, ``gpu`` or
+    ``auto``) is what the partitions compute with; the output bytes are the same.
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.io.sql import database_source
@@ -93,6 +95,7 @@ def export_corpus(
         command=command,
         max_reject_fraction=max_reject_fraction,
         database=database,
+        backend=backend,
     )
     plan = plan_corpus_export(spec)
     with open_executor(client=client, workers=workers, in_process=True) as executor:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.corpus import finalize as corpus_finalize
 from pipeline.corpus import writers as corpus_writers
 from pipeline.corpus.partition import (
@@ -66,6 +67,8 @@ class CorpusExport:
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
     # A database table or query (pipeline.io.sql.SqlSource); ``inputs`` then holds its masked URL.
     database: Any = None
+    # cpu | gpu | auto (or a gpu.backend.Backend): what the partitions compute with; same bytes
+    backend: str | Backend = "cpu"
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -100,6 +103,8 @@ class CorpusExport:
             )
         if self.out and self.out.strip() == "-":
             problems.append("--out - is not supported: corpus writes a folder; name one")
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
+            problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -136,6 +141,7 @@ class CorpusPlan:
     params: dict[str, Any]
     tokenizer: Any
     t0: float
+    backend: Backend = CPU  # --backend resolved once; every task computes with it
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
@@ -148,6 +154,7 @@ def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
 def _plan(spec: CorpusExport) -> CorpusPlan:
     t0 = time.perf_counter()
     spec.check()
+    backend = resolve_backend(spec.backend)  # --backend gpu without a device: exit 2 here
     files = [] if spec.database is not None else spec.inputs  # a database is no file
     check_reachable([*files, spec.out], spec.storage_options)
     partitions = plan_partitions(
@@ -163,7 +170,8 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     _check_output(spec, output, partitions)
     _check_fields(spec, partitions)
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
-    return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
+    params = spec.params(partitions, payload)
+    return CorpusPlan(spec, partitions, output, params, payload, t0, backend)
 
 
 def _check_fields(spec: CorpusExport, partitions: list[InputPartition]) -> None:
@@ -227,6 +235,7 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
         spec.storage_options,
         output.fs,
         output.path,
+        plan.backend,
     )
     bounds = _rank(executor, partitions, ranks, task, progress) if spec.split.exact else None
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)

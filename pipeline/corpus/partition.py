@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gpu.array_ops import astype, concat, indices_where, unique_counts
+from gpu.backend import CPU, Backend
 from gpu.hashing import bucket, hash_keys, hash_packed, pack_keys
+from gpu.text_stats import packed_word_counts
 from pipeline.corpus import writers as corpus_writers
 from pipeline.corpus.splits import Boundary, SplitSpec, exact_mode_assign, key_bytes
-from pipeline.formats.corpus_stats import SplitStats, count_words
+from pipeline.formats.corpus_stats import SplitStats
 from pipeline.formats.record_checks import validate_record
 from pipeline.formats.schema import Schema, get_path
 from pipeline.formats.tokenizer import TokenCounter, counter_backend
@@ -50,6 +53,7 @@ class CorpusTask:
     input_options: dict[str, Any]
     out_fs: Any
     out_base: str
+    backend: Backend = CPU  # what the partition computes with (resolved from --backend)
 
     @property
     def ext(self) -> str:
@@ -129,14 +133,27 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
     return valid, rejects
 
 
-def _hashes_and_words(
-    valid: _Valid, seed: int, key_is_text: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(hashes, words, utf8_lengths)`` per valid record, in packed batches of texts."""
+@dataclass
+class _Columns:
+    """Per valid record, arrays of the backend: split hash, words, characters, UTF-8 bytes."""
+
+    hashes: Any
+    words: Any
+    chars: Any
+    nbytes: Any
+
+
+def _columns(valid: _Valid, seed: int, key_is_text: bool, backend: Backend) -> _Columns:
+    """Hashes and counts of the valid records, computed with the backend's array namespace.
+
+    Texts are packed on the host in batches of about ``BATCH_BYTES`` (small temporaries the
+    allocator keeps warm), each batch goes to the backend once, and the kernels of
+    :mod:`gpu.hashing` and :mod:`gpu.text_stats` run on it there. Character counts are
+    ``len`` of the Python strings (stored in the string: cheaper than any kernel).
+    """
+    xp = backend.xp
     n = len(valid.texts)
-    hashes = np.zeros(n, np.uint64)
-    words = np.zeros(n, np.int64)
-    nbytes = np.zeros(n, np.int64)
+    pieces: list[tuple[Any, ...]] = []
     start = 0
     while start < n:
         stop, size = start, 0
@@ -144,28 +161,76 @@ def _hashes_and_words(
             size += len(valid.encoded[stop]) + 8
             stop += 1
         buffer, offsets, lengths = pack_keys(valid.encoded[start:stop])
-        if key_is_text:
-            hashes[start:stop] = hash_packed(np, buffer.view("<u8"), offsets, lengths, seed)
-        words[start:stop] = count_words(buffer, offsets[:-1] * 8)
-        nbytes[start:stop] = lengths
+        data, offs, lens = (backend.from_numpy(a) for a in (buffer, offsets, lengths))
+        hashes = (
+            hash_packed(xp, backend.from_numpy(buffer.view("<u8")), offs, lens, seed)
+            if key_is_text
+            else None
+        )
+        words = packed_word_counts(xp, data, offs)
+        pieces.append((hashes, words, astype(xp, lens, xp.int64)))
         start = stop
-    if not key_is_text and n:
-        hashes[:] = hash_keys(valid.keys, seed)
-    return hashes, words, nbytes
+    if not pieces:
+        empty = xp.zeros(0, dtype=xp.int64)
+        return _Columns(xp.zeros(0, dtype=xp.uint64), empty, empty, empty)
+    words, nbytes = (concat(xp, [p[i] for p in pieces]) for i in (1, 2))
+    if key_is_text:
+        hashes = concat(xp, [p[0] for p in pieces])
+    else:
+        hashes = hash_keys(valid.keys, seed, xp)
+    chars = backend.from_numpy(np.fromiter(map(len, valid.texts), np.int64, count=n))
+    return _Columns(hashes, words, chars, nbytes)
 
 
 def assign(
     task: CorpusTask,
-    hashes: np.ndarray,
+    hashes: Any,
     file_rank: int,
     offsets: list[int],
     bounds: list[Boundary] | None,
-) -> np.ndarray:
-    """Split index per valid record (hash mode, or exact mode with the global boundaries)."""
+) -> Any:
+    """Split index per valid record (hash mode, or exact mode with the global boundaries), as
+    an int64 array of the task's backend."""
+    xp = task.backend.xp
     if bounds is None:
-        return np.asarray(bucket(np, hashes, task.split.thresholds()))
-    files = np.full(len(hashes), file_rank, dtype=np.int64)
-    return exact_mode_assign(hashes, files, np.asarray(offsets, dtype=np.int64), bounds)
+        return bucket(xp, hashes, task.split.thresholds())
+    files = xp.full(hashes.shape, file_rank, dtype=xp.int64)
+    where = task.backend.from_numpy(np.asarray(offsets, dtype=np.int64))
+    return exact_mode_assign(hashes, files, where, bounds, xp)
+
+
+@dataclass
+class _SplitColumns:
+    """One split's share of a partition, reduced on the backend and brought to the host."""
+
+    members: list[int]  # positions among the valid records, in input order
+    length_counts: dict[int, int]  # characters -> documents
+    nbytes: int
+    words: int
+
+
+def _by_split(columns: _Columns, split_of: Any, k: int, backend: Backend) -> list[_SplitColumns]:
+    """Members, length histogram and sums of every split (one reduction per split)."""
+    xp = backend.xp
+    out = []
+    for s in range(k):
+        idx = indices_where(xp, split_of == s)
+        lengths, counts = unique_counts(xp, xp.take(columns.chars, idx))
+        out.append(
+            _SplitColumns(
+                backend.asnumpy(idx).tolist(),
+                dict(
+                    zip(
+                        backend.asnumpy(lengths).tolist(),
+                        backend.asnumpy(counts).tolist(),
+                        strict=True,
+                    )
+                ),
+                int(xp.sum(xp.take(columns.nbytes, idx))),
+                int(xp.sum(xp.take(columns.words, idx))),
+            )
+        )
+    return out
 
 
 def transform(
@@ -173,36 +238,30 @@ def transform(
 ) -> Transformed:
     """The stage chain for one partition: map → validate → key → split → statistics.
 
-    ``file_rank`` (the file's place in the sorted input) only matters in exact mode, where
-    ``(hash, file_rank, offset)`` orders records globally.
+    Records are mapped and validated on the host (they are Python objects); hashing, splitting
+    and the counts behind the statistics run on ``task.backend`` (NumPy on CPU, CuPy on a
+    GPU), and the outputs are the same bytes on both. ``file_rank`` (the file's place in the
+    sorted input) only matters in exact mode, where ``(hash, file_rank, offset)`` orders
+    records globally.
     """
     valid, rejects = _validate(data, task)
-    hashes, words, nbytes = _hashes_and_words(valid, task.split.seed, task.split.key is None)
-    split_of = assign(task, hashes, file_rank, valid.offsets, bounds)
+    columns = _columns(valid, task.split.seed, task.split.key is None, task.backend)
+    split_of = assign(task, columns.hashes, file_rank, valid.offsets, bounds)
     k = len(task.split.names)
     out = Transformed([[] for _ in range(k)], [SplitStats() for _ in range(k)], rejects)
-    members: list[list[int]] = [[] for _ in range(k)]
-    for i, s in enumerate(split_of.tolist()):
-        members[s].append(i)
     tokenizer = counter_backend(task.tokenizer) if task.tokenizer is not None else None
     schema = task.schema
-    for s, idx in enumerate(members):
-        recs = [valid.records[i] for i in idx]
-        texts = [valid.texts[i] for i in idx]
+    for s, share in enumerate(_by_split(columns, split_of, k, task.backend)):
+        recs = [valid.records[i] for i in share.members]
         domains = [_field(r, schema.domain_field) for r in recs] if schema.domain_field else []
         scores = [_field(r, schema.quality_field) for r in recs] if schema.quality_field else []
-        tokens = (
-            sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
-            if tokenizer and texts
-            else (0 if tokenizer else None)
-        )
-        out.stats[s].add(
-            [len(t) for t in texts],
-            int(nbytes[idx].sum()),
-            int(words[idx].sum()),
-            domains,
-            scores,
-            tokens,
+        tokens = None
+        if tokenizer is not None:
+            texts = [valid.texts[i] for i in share.members]
+            encoded = tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+            tokens = sum(len(e.ids) for e in encoded)
+        out.stats[s].add_counted(
+            share.length_counts, share.nbytes, share.words, domains, scores, tokens
         )
         out.splits[s] = recs
     return out
@@ -356,13 +415,14 @@ def _shorten(value: Any) -> Any:
 
 
 def rank_partition(part: InputPartition, task: CorpusTask) -> tuple[np.ndarray, np.ndarray]:
-    """Exact mode, first pass: ``(hashes, offsets)`` of the partition's valid records."""
+    """Exact mode, first pass: ``(hashes, offsets)`` of the partition's valid records (host
+    arrays: the driver ranks them all together)."""
     keep_freed_memory()
     hashes, offsets = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
     with storage_errors(part.path):
         for data in iter_partition(part, task.input_options):
             valid, _ = _validate(data, task)
-            h, _, _ = _hashes_and_words(valid, task.split.seed, task.split.key is None)
-            hashes.append(h)
+            columns = _columns(valid, task.split.seed, task.split.key is None, task.backend)
+            hashes.append(task.backend.asnumpy(columns.hashes))
             offsets.append(np.asarray(valid.offsets, dtype=np.int64))
     return np.concatenate(hashes), np.concatenate(offsets)

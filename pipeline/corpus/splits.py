@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gpu.array_ops import astype
 from gpu.hashing import ALGORITHM, bucket, hash_keys
 from pipeline.errors import UserError
 from pipeline.formats.schema import MISSING
@@ -162,10 +163,10 @@ def key_bytes(value: Any) -> bytes | None:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def hash_mode_assign(spec: SplitSpec, keys: list[bytes], xp: Any = np) -> np.ndarray:
-    """Split index of each key (hash mode)."""
+def hash_mode_assign(spec: SplitSpec, keys: list[bytes], xp: Any = np) -> Any:
+    """Split index of each key (hash mode), an int64 array of ``xp``."""
     hashes = hash_keys(keys, spec.seed, xp)
-    return np.asarray(bucket(xp, hashes, spec.thresholds()))
+    return bucket(xp, hashes, spec.thresholds())
 
 
 def key_hashes(spec: SplitSpec, keys: list[bytes]) -> np.ndarray:
@@ -218,16 +219,22 @@ def exact_boundaries(
 
 
 def exact_mode_assign(
-    hashes: np.ndarray, files: np.ndarray, offsets: np.ndarray, bounds: list[Boundary]
-) -> np.ndarray:
-    """Split index of each record: how many boundaries its ``(hash, file, offset)`` reaches."""
-    out = np.zeros(len(hashes), dtype=np.int64)
+    hashes: Any, files: Any, offsets: Any, bounds: list[Boundary], xp: Any = np
+) -> Any:
+    """Split index of each record: how many boundaries its ``(hash, file, offset)`` reaches.
+
+    The arrays (uint64 hashes, int64 file ranks and offsets) come from ``xp``, NumPy or the
+    backend's array namespace; so does the int64 result.
+    """
+    out = xp.zeros(hashes.shape, dtype=xp.int64)
     for b in bounds:
         if b is None:
             continue
-        bh, bf, bo = np.uint64(b[0]), b[1], b[2]
+        bh = xp.asarray(b[0], dtype=xp.uint64)
+        bf = xp.asarray(b[1], dtype=xp.int64)
+        bo = xp.asarray(b[2], dtype=xp.int64)
         reached = (hashes > bh) | (
             (hashes == bh) & ((files > bf) | ((files == bf) & (offsets >= bo)))
         )
-        out += reached
+        out = out + astype(xp, reached, xp.int64)
     return out

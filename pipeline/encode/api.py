@@ -43,6 +43,7 @@ def encode_corpus(
     table: str | None = None,
     query: str | None = None,
     key: str | None = None,
+    backend: str = "cpu",
 ) -> dict[str, Any]:
     """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3) or
     the rows of a database table or query.
@@ -68,6 +69,8 @@ def encode_corpus(
         client: an existing ``distributed.Client`` (left open); else ``scheduler`` or an
             embedded local cluster of ``workers`` processes; by default threads of this process.
         progress: show a progress bar on a terminal.
+        backend: ``"cpu"``, ``"gpu"`` or ``"auto"``: what packs the shards (tokenization
+            stays on the CPU; the output bytes are the same).
 
     Returns:
         The summary: ``documents``, ``tokens``, ``records``, ``rejected`` (by reason),
@@ -104,6 +107,7 @@ def encode_corpus(
         storage_options=dict(storage_options or {}),
         max_reject_fraction=max_reject_fraction,
         database=database,
+        backend=backend,
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gpu.array_ops import astype
+from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.encode import tokenize as ts
 from pipeline.encode.merge import EncodeTarget, ShardNames
 from pipeline.errors import DataCheckFailed, UserError
@@ -67,11 +69,14 @@ class EncodeJob:
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
     # A database table or query (pipeline.io.sql.SqlSource); ``inputs`` then holds its masked URL.
     database: Any = None
+    # cpu | gpu | auto (or a gpu.backend.Backend): what packs the shards; the same bytes
+    backend: str | Backend = "cpu"
     # Filled in by check():
     payload: TokenizerPayload | None = None
     options: ts.EncodeOptions | None = None
     dtype: np.dtype | None = None
     partitions: list[Any] | None = None
+    compute: Backend | None = None  # ``backend`` resolved
 
     def check(self) -> None:
         """Validate arguments, inputs and output, then load the tokenizer (UserError on problems).
@@ -101,6 +106,8 @@ class EncodeJob:
             problems.append(
                 f"--max-reject-fraction must be between 0 and 1 (got {self.max_reject_fraction})"
             )
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
+            problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         name = self.out.rstrip("/").rsplit("/", 1)[-1]
         if self.out.strip() == "-":
             problems.append("--out - is not supported: encode writes files; name a prefix")
@@ -118,6 +125,7 @@ class EncodeJob:
             )
         if problems:
             raise UserError("; ".join(problems))
+        self.compute = resolve_backend(self.backend)  # --backend gpu without a device: exit 2
         from pipeline.io.records import check_fields, first_records, plan_partitions
 
         files = [] if self.database is not None else list(self.inputs)  # a database is no file
@@ -202,6 +210,7 @@ class ShardTask:
     format: str
     dtype: str
     storage_options: dict[str, Any]
+    backend: Backend = CPU  # what packs the tokens (resolved from --backend)
 
 
 def encode_shard(
@@ -232,7 +241,7 @@ def _encode_shard(
     def encode_into(sink: Any, spool: Any) -> None:
         for data in iter_partition(task.partition, task.storage_options):
             counts["records"] += len(data.records) + len(data.rejects)
-            part = ts.tokenize_records(data.records, payload, options, dtype)
+            part = ts.tokenize_records(data.records, payload, options, dtype, task.backend)
             read_rejects = data.rejects
             del data  # the parsed records are the largest object of a batch
             # A partition lies in one file, so the byte offset (Parquet: row) is input order.
@@ -241,9 +250,12 @@ def _encode_shard(
             if rejects:
                 _write_jsonl(spool, rejects)
             counts["documents"] += part.documents
-            counts["tokens"] += int(len(part.tokens))
-            sizes.append(np.diff(part.offsets).astype(np.int32))
-            sink.write(memoryview(part.tokens).cast("B"))  # no copy of the batch's tokens
+            counts["tokens"] += int(part.tokens.shape[0])
+            xp = task.backend.xp
+            lengths = part.offsets[1:] - part.offsets[:-1]
+            sizes.append(task.backend.asnumpy(astype(xp, lengths, xp.int32)))
+            # On the CPU backend no copy of the batch's tokens; on a GPU one copy to the host.
+            sink.write(memoryview(task.backend.asnumpy(part.tokens)).cast("B"))
 
     def counters() -> dict[str, Any]:
         return {**counts, "rejected": dict(sorted(rejected.items()))}
@@ -399,7 +411,14 @@ def _run_shards(
         Task(
             f"shard-{i:05d}",
             (
-                ShardTask(i, partition, job.format, job.dtype.name, job.storage_options),
+                ShardTask(
+                    i,
+                    partition,
+                    job.format,
+                    job.dtype.name,
+                    job.storage_options,
+                    job.compute or CPU,
+                ),
                 job.options,
                 staging.fs,
                 staging.path,

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from gpu.array_ops import concat, cumulative_sum
+from gpu.backend import CPU, Backend
 from pipeline.errors import UserError
 from pipeline.formats.tokenizer import (  # noqa: F401
     TokenizerPayload,
@@ -89,17 +91,20 @@ def encode_options(
 
 @dataclass
 class TokenizedPartition:
-    """Documents of one partition as flat tokens + ``offsets[n+1]``, and what was rejected."""
+    """Documents of one partition as flat tokens + ``offsets[n+1]``, and what was rejected.
 
-    tokens: np.ndarray
-    offsets: np.ndarray
+    ``tokens`` and ``offsets`` are arrays of the backend that packed them (NumPy on CPU).
+    """
+
+    tokens: Any
+    offsets: Any
     rejects: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
 
     @property
     def documents(self) -> int:
         """Number of documents kept."""
-        return len(self.offsets) - 1
+        return int(self.offsets.shape[0]) - 1
 
 
 def valid_texts(
@@ -147,46 +152,63 @@ def _batches(texts: list[str]) -> list[list[str]]:
 
 
 def encode_texts(
-    texts: list[str], payload: TokenizerPayload, options: EncodeOptions, dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize ``texts`` into flat tokens of ``dtype`` and int64 ``offsets[n+1]``."""
-    backend = backend_for(payload)
+    texts: list[str],
+    payload: TokenizerPayload,
+    options: EncodeOptions,
+    dtype: np.dtype,
+    backend: Backend = CPU,
+) -> tuple[Any, Any]:
+    """Tokenize ``texts`` into flat tokens of ``dtype`` and int64 ``offsets[n+1]``.
+
+    The tokenizer runs on the host (the Rust library); each batch's ids then go to
+    ``backend`` once, where the markers are added and the documents packed, so the result is
+    a pair of arrays of the backend.
+    """
+    tokenizer = backend_for(payload)
+    xp = backend.xp
     dtype = np.dtype(dtype)
-    extra = int(options.bos_id is not None) + int(options.eod_id is not None)
-    token_parts: list[np.ndarray] = []
-    length_parts: list[np.ndarray] = []
+    token_parts: list[Any] = []
+    length_parts: list[Any] = []
     for batch in _batches(texts):
-        ids = [enc.ids for enc in backend.encode_batch_fast(batch, add_special_tokens=True)]
+        ids = [enc.ids for enc in tokenizer.encode_batch_fast(batch, add_special_tokens=True)]
         lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lengths.sum()))
         del ids  # the Python lists are the large part of a batch; free them before the next
-        if extra:
-            flat, lengths = _add_markers(flat, lengths, options)
+        flat = backend.from_numpy(flat)
+        if options.bos_id is not None or options.eod_id is not None:
+            flat, lengths = add_markers(backend, flat, lengths, options)
         token_parts.append(flat)
-        length_parts.append(lengths)
-    offsets = np.zeros(len(texts) + 1, np.int64)
-    if length_parts:
-        np.cumsum(np.concatenate(length_parts), out=offsets[1:])
-    tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, dtype)
+        length_parts.append(backend.from_numpy(lengths))
+    if not length_parts:
+        return xp.zeros(0, dtype=getattr(xp, dtype.name)), xp.zeros(1, dtype=xp.int64)
+    offsets = cumulative_sum(xp, concat(xp, length_parts), xp.int64)
+    tokens = token_parts[0] if len(token_parts) == 1 else concat(xp, token_parts)
     return tokens, offsets
 
 
-def _add_markers(
-    flat: np.ndarray, lengths: np.ndarray, options: EncodeOptions
-) -> tuple[np.ndarray, np.ndarray]:
-    """Prepend BOS / append EOD to every document with one scatter, not a Python loop."""
+def add_markers(
+    backend: Backend, flat: Any, lengths: np.ndarray, options: EncodeOptions
+) -> tuple[Any, np.ndarray]:
+    """Prepend BOS / append EOD to every document: ``(tokens of the backend, new lengths)``.
+
+    The layout is planned on the host from the document lengths (where each marker goes, as
+    boolean masks: a scatter, which the array API lacks); the tokens are then placed on the
+    backend with masked assignments, no Python loop over documents.
+    """
+    xp = backend.xp
     new_lengths = lengths + int(options.bos_id is not None) + int(options.eod_id is not None)
     ends = np.cumsum(new_lengths)
     starts = ends - new_lengths
-    out = np.empty(int(ends[-1]) if len(ends) else 0, flat.dtype)
-    content = np.ones(len(out), bool)
-    if options.bos_id is not None:
-        out[starts] = options.bos_id
-        content[starts] = False
-    if options.eod_id is not None:
-        out[ends - 1] = options.eod_id
-        content[ends - 1] = False
-    out[content] = flat
+    total = int(ends[-1]) if len(ends) else 0
+    content = np.ones(total, bool)
+    out = xp.zeros(total, dtype=flat.dtype)
+    for marker, where in ((options.bos_id, starts), (options.eod_id, ends - 1)):
+        if marker is not None:
+            mask = np.zeros(total, bool)
+            mask[where] = True
+            content[where] = False
+            out[backend.from_numpy(mask)] = xp.asarray(marker, dtype=flat.dtype)
+    out[backend.from_numpy(content)] = flat
     return out, new_lengths
 
 
@@ -195,9 +217,10 @@ def tokenize_records(
     payload: TokenizerPayload,
     options: EncodeOptions,
     dtype: np.dtype,
+    backend: Backend = CPU,
 ) -> TokenizedPartition:
     """The stage: validate records, tokenize the valid ones in input order, count the rest."""
     texts, rejects = valid_texts(records, options.field)
-    tokens, offsets = encode_texts(texts, payload, options, dtype)
+    tokens, offsets = encode_texts(texts, payload, options, dtype, backend)
     counts = Counter(r["reason"] for r in rejects)
     return TokenizedPartition(tokens, offsets, rejects, dict(sorted(counts.items())))

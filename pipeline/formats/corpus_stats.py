@@ -14,6 +14,7 @@ counted with a vectorized kernel over the packed UTF-8 texts; quality buckets ar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,17 +30,13 @@ def count_words(buffer: np.ndarray, starts: np.ndarray) -> np.ndarray:
     A word is a run of bytes above 0x20: ASCII whitespace and control characters separate
     words (as ``str.split()`` does for whitespace). ``starts`` are the byte offsets where texts
     begin; every text is followed by at least one zero byte, so a word never runs from one
-    text into the next.
+    text into the next. The kernel is :func:`gpu.text_stats.word_counts` (on NumPy here).
     """
-    if len(starts) == 0:
-        return np.zeros(0, dtype=np.int64)
-    word = buffer > 32
-    begins = np.empty_like(word)
-    begins[0] = word[0]
-    np.greater(word[1:], word[:-1], out=begins[1:])  # word byte after a separator
-    positions = np.flatnonzero(begins)
-    bounds = np.searchsorted(positions, np.append(starts, len(buffer)))
-    return np.diff(bounds)
+    from gpu.text_stats import word_counts
+
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.append(starts[1:], np.int64(len(buffer)))
+    return word_counts(np, buffer, starts, ends)
 
 
 def words_and_bytes(texts: list[str], batch_bytes: int = 4 << 20) -> tuple[int, int]:
@@ -93,11 +90,25 @@ class SplitStats:
         tokens: int | None = None,
     ) -> None:
         """Add a batch of documents (lists are per document, in order)."""
-        self.count += len(lengths)
-        self.chars += sum(lengths)
+        self.add_counted(Counter(lengths), byte_lengths, words, domains, scores, tokens)
+
+    def add_counted(
+        self,
+        length_counts: Mapping[int, int],
+        byte_lengths: int,
+        words: int,
+        domains: list[Any],
+        scores: list[Any],
+        tokens: int | None = None,
+    ) -> None:
+        """Add a batch of documents given as a histogram of their lengths (characters →
+        documents), as the partition kernels count them; ``domains`` and ``scores`` are per
+        document, in order (the quality sum adds scores in that order, so floats agree)."""
+        self.count += sum(length_counts.values())
+        self.chars += sum(length * n for length, n in length_counts.items())
         self.bytes += byte_lengths
         self.words += words
-        self.lengths.update(lengths)
+        self.lengths.update(length_counts)
         self.domains.update("unknown" if d is None else str(d) for d in domains)
         for s in scores:
             b = quality_bucket(s)

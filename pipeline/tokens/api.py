@@ -10,7 +10,8 @@ Same method names, argument names, defaults and return types as TokenSmith: raw 
 of token arrays (one per document segment), detokenized ones strings, doc details plain dicts;
 any object with ``decode`` is a tokenizer; ``output_path`` with an extension is one file in
 ``format_type``. The exports run as chunked tasks in this process's threads, or on a Dask
-cluster when ``client=``, ``scheduler=`` or ``workers=`` is given. TokenSmith's ``edit``,
+cluster when ``client=``, ``scheduler=`` or ``workers=`` is given; ``backend="gpu"`` (or
+``"auto"``) detokenizes on the GPU, with the same output bytes. TokenSmith's ``edit``,
 ``search`` and ``ingest`` exist and raise :class:`~pipeline.errors.NotSupported`.
 """
 
@@ -85,8 +86,10 @@ class DatasetManager:
         scheduler: str | None = None,
         workers: int | None = None,
         storage_options: dict | None = None,
+        backend: str = "cpu",
     ) -> None:
         self._client = client
+        self._backend = backend  # cpu | gpu | auto: where exports detokenize (same bytes)
         self._scheduler = scheduler
         self._workers = workers
         self._executor_cm: contextlib.AbstractContextManager | None = None
@@ -265,6 +268,7 @@ class DatasetManager:
             storage_options=self.storage_options,
             single=_one_file(output_path),
             batch_id_last=True,
+            backend=self._backend,
         )
         prepared = prepare_token_export(
             spec, dataset=self.dataset, order=None if kind == "documents" else self.order

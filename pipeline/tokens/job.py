@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.errors import UserError
 from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
@@ -31,6 +32,7 @@ from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens import card
 from pipeline.tokens.blend_order import BlendOrder
+from pipeline.tokens.decode_fallback import DecodeFallback
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -57,7 +59,7 @@ class TokenExport:
     overwrite: bool = False
     resume: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
-    backend: str = "cpu"  # cpu | gpu | auto: where detokenization runs
+    backend: str | Backend = "cpu"  # cpu | gpu | auto (or a Backend): where detokenization runs
     # None: ``out`` is one file when its name has a known extension, else a folder (the CLI);
     # True: one file in ``format`` whatever the name (the API, as TokenSmith); False: a folder.
     single: bool | None = None
@@ -119,7 +121,7 @@ class TokenExport:
             problems.append(
                 "--documents exports one dataset's documents: pass that PREFIX, not a blend"
             )
-        if self.backend not in ("cpu", "gpu", "auto"):
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
         if problems:
             raise UserError("; ".join(problems))
@@ -194,6 +196,7 @@ class ChunkTask:
     # and each record's (dataset prefix, sample id in it).
     pieces: tuple[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] | None = None
     sources: tuple[np.ndarray, np.ndarray] | None = None
+    backend: Backend = CPU  # where detokenization runs (resolved from --backend)
 
 
 def _gather_blend(task: ChunkTask) -> np.ndarray:
@@ -254,15 +257,12 @@ def export_chunk(
                 f"token id {top} in {where} is outside the tokenizer's vocabulary "
                 f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
             )
-        if spec.backend == "gpu":
-            # The kernel runs on the device; writers take host bytes, so copy the result once.
-            from gpu.backend import select_backend
-
-            device = select_backend("gpu")
-            data, offs = detok.decode_to_bytes(device.from_numpy(flat), device.from_numpy(offsets))
-            text, text_offsets = device.asnumpy(data), device.asnumpy(offs)
-        else:
-            text, text_offsets = detok.decode_to_bytes(flat, offsets)
+        # The kernel runs on the task's backend (on a GPU: tokens copied to the device once);
+        # writers take host bytes, so the result comes back once. A tokenizer without a byte
+        # table decodes window by window in Python, on the host whatever the backend.
+        backend = CPU if isinstance(detok, DecodeFallback) else task.backend
+        data, offs = detok.decode_to_bytes(backend.from_numpy(flat), backend.from_numpy(offsets))
+        text, text_offsets = backend.asnumpy(data), backend.asnumpy(offs)
     records = tr.TokenRecords(
         index=task.ids,
         batch_id=task.batch_ids,
@@ -303,6 +303,7 @@ class _Planner:
             single,
         )
         self.options_json = json.dumps(spec.storage_options, sort_keys=True)
+        self.backend = resolve_backend(spec.backend)
 
     def relative(self, part: int) -> str:
         return f"part-{part:05d}{self.ext}"
@@ -360,6 +361,7 @@ class _Planner:
             header,
             pieces,
             sources,
+            self.backend,
         )
 
 
@@ -393,10 +395,8 @@ def prepare_token_export(
     inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
     inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
     check_disjoint(spec.out, inputs, spec.storage_options)
-    if spec.backend != "cpu":
-        from gpu.backend import select_backend
-
-        spec.backend = select_backend(spec.backend).name  # "auto" resolved; "gpu" checked
+    if isinstance(spec.backend, str) and spec.backend != "cpu":
+        spec.backend = resolve_backend(spec.backend).name  # "auto" resolved; "gpu" checked
     if spec.content == "text":
         _detokenizer(spec.tokenizer, spec.skip_special_tokens)  # fail early on a bad tokenizer
     if blend is None:

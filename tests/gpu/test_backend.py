@@ -15,7 +15,8 @@ needs_no_gpu = pytest.mark.skipif(gpu_available(), reason="this machine has a us
 
 def test_cpu_backend_is_numpy_and_pandas() -> None:
     backend = select_backend("cpu")
-    assert backend == Backend(name="cpu", xp=np, df=pd)
+    assert backend == Backend(name="cpu", xp=np, frame="pandas")
+    assert backend.df is pd
     x = backend.from_numpy(np.arange(3, dtype=np.int32))
     assert isinstance(x, np.ndarray) and x.dtype == np.int32
     assert backend.asnumpy(x).tolist() == [0, 1, 2]
@@ -79,3 +80,25 @@ def test_gpu_backend_uses_cupy_and_cudf() -> None:
     host = backend.asnumpy(x * 2)
     assert isinstance(host, np.ndarray) and host.dtype == np.uint16
     assert host.tolist() == [0, 2, 4, 6, 8]
+
+
+def test_backend_pickles_as_module_names() -> None:
+    import pickle
+
+    import array_api_strict as strict_xp
+
+    strict = Backend(name="strict", xp=strict_xp, frame="pandas")
+    for backend in (select_backend("cpu"), strict):
+        data = pickle.dumps(backend)
+        assert b"array_api_strict" in data or backend.xp is np
+        assert pickle.loads(data) == backend
+
+
+def test_resolve_backend_takes_names_and_backends() -> None:
+    from gpu.backend import CPU, resolve_backend
+
+    assert resolve_backend("cpu") is CPU
+    strict = Backend(name="strict", xp=array_api_strict, frame="pandas")
+    assert resolve_backend(strict) is strict
+    with pytest.raises(UserError, match="unknown backend"):
+        resolve_backend("cuda")

@@ -35,6 +35,15 @@ from gpu.byte_table import KIND_BYTE, KIND_PARTIAL
 from gpu.detok import Detokenizer
 from gpu.errors import BackendError as UserError
 
+
+@pytest.fixture(autouse=True)
+def _no_table_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Detokenizer here is built and checked against transformers, and keeps its
+    tokenizer: a table cached by an earlier test of the session (any job that detokenized the
+    same tokenizer) would load without one. The cache has its own tests."""
+    monkeypatch.setenv("DEXPORT_CACHE_DIR", "none")
+
+
 SETTINGS = settings(
     max_examples=25,
     deadline=None,
