@@ -51,6 +51,11 @@ class HostNetwork:
         self.addresses = {name: f"{self.subnet}.{2 + i}" for i, name in enumerate(hosts)}
         try:
             self._build()
+        except subprocess.CalledProcessError as exc:
+            self.close()
+            raise NamespacesUnavailable(
+                f"'{' '.join(exc.cmd)}' failed: {(exc.stderr or '').strip()}"
+            ) from None
         except BaseException:
             self.close()
             raise

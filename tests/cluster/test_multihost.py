@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULER_PORT = 8786
 # Small tasks, many of them: the run lasts long enough to cut a worker off while it works.
-CHUNK_SIZE = "16K"
+CHUNK_SIZE = "32K"
 # Dask durations. connect: how long opening a connection may take; tcp: how long sent data may
 # stay unacknowledged before the connection counts as broken (11 s is the least distributed
 # accepts: 10 keepalive probes + 1); worker-ttl: a worker whose heartbeats stop for this long is
@@ -143,7 +143,7 @@ def _workers_by_host(watch: Client, net: HostNetwork) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def corpus_input(hosts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
-    """About 0.8 MB of generated curated JSONL in S3 (about 50 tasks at 16K)."""
+    """About 0.8 MB of generated curated JSONL in S3 (about 26 tasks at 32K)."""
     local = tmp_path_factory.mktemp("multihost-input")
     sample.generate(str(local), docs=1000, files=2, seed=5, mean_words=60)
     s3: services.S3Server = hosts["s3"]
@@ -163,7 +163,9 @@ def local_reference(
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def _export(hosts: dict[str, Any], source: str, out: str, *extra: str) -> subprocess.Popen:
+def _export(
+    hosts: dict[str, Any], source: str, out: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         _export_command(hosts, source, out, *extra),
         capture_output=True,
@@ -225,12 +227,14 @@ def test_a_worker_cut_off_mid_run_ends_in_identical_bytes(
         doomed = workers["w1"]
 
         def busy_and_past_a_few_tasks() -> bool:
+            if run.poll() is not None:
+                return True  # ended too early: reported below
             done = watch.run(lambda dask_worker: dask_worker.state.executed_count, workers=[doomed])
             return done.get(doomed, 0) >= 5 and bool(watch.processing([doomed]).get(doomed))
 
         wait_for(busy_and_past_a_few_tasks, 60, "worker w1 running its tasks")
-        net.cut("w1")
         assert run.poll() is None, "the run ended before the worker could be cut off"
+        net.cut("w1")
         returncode = run.wait(timeout=RUN_TIMEOUT_S)
     finally:
         if run.poll() is None:
