@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dask.config
 from dask.utils import parse_timedelta
@@ -63,8 +64,9 @@ def get_client(
     running cluster was set up by whoever started it. ``set_as_default`` applies to the clients
     this call creates (see the module docstring). Conflicting or invalid arguments, an
     unreachable scheduler (exit status 3) and a library or device the cluster needs but this
-    machine lacks raise :class:`ClusterError` (or ``gpu.errors.BackendError``), before any
-    process starts.
+    machine lacks raise :class:`ClusterError` before any process starts; so do the workers of
+    a running cluster that lack dexport, run another version of it, or (``backend="gpu"``)
+    cannot run the GPU backend.
     """
     _check_arguments(
         scheduler, scheduler_file, workers, backend, threads_per_worker, client, protocol
@@ -84,8 +86,7 @@ def get_client(
     elif scheduler is not None or scheduler_file is not None:
         connected = _connect(scheduler, scheduler_file, set_as_default)
         try:
-            if backend == "gpu":
-                _check_gpu_workers(connected)
+            _check_workers(connected, backend)
             yield connected
         finally:
             # Closing the client disconnects; it does not shut the remote cluster down.
@@ -254,22 +255,57 @@ def _read_scheduler_file(path: str, timeout: float) -> str:
     )
 
 
-def _check_gpu_workers(client: Client) -> None:
-    """With ``--backend gpu`` on a running cluster: every worker must be able to run it."""
-    from gpu.backend import gpu_missing
+def worker_report(check_gpu: bool) -> dict[str, Any]:
+    """What a worker says about itself: its dexport version and, when ``check_gpu``, what it
+    lacks for the GPU backend. Run on every worker; that it runs at all shows that the worker
+    can import dexport."""
+    report: dict[str, Any] = {"version": dexport_version()}
+    if check_gpu:
+        from gpu.backend import gpu_missing
+
+        report["gpu_missing"] = list(gpu_missing())
+    return report
+
+
+def dexport_version() -> str:
+    """The installed dexport version (``0+unknown`` for a source tree that was not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
-        missing = client.run(gpu_missing)
-    except ImportError as exc:
+        return version("dexport")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _check_workers(client: Client, backend: str) -> None:
+    """Refuse a running cluster whose workers cannot run this job as asked.
+
+    A worker without dexport cannot even load a task (Dask then waits on it forever), and one
+    with another version could write other bytes; with ``--backend gpu`` every worker must be
+    able to run the GPU backend.
+    """
+    try:
+        reports = client.run(worker_report, backend == "gpu")
+    except Exception as exc:  # noqa: BLE001 - the worker's error comes back wrapped
+        if "No module named" not in str(exc):
+            raise
         raise ClusterError(
-            f"the Dask workers cannot import dexport ({exc}); install dexport (the same "
-            "version as here) on every worker"
+            f"the Dask workers cannot import dexport ({exc}); install dexport {dexport_version()} "
+            "(the version used here) on every worker"
         ) from None
-    lacking = {worker: what for worker, what in missing.items() if what}
+    here = dexport_version()
+    other = {w: r["version"] for w, r in reports.items() if r["version"] != here}
+    if other:
+        worker, version = sorted(other.items())[0]
+        raise ClusterError(
+            f"{len(other)} of {len(reports)} Dask workers run another dexport version ({worker} "
+            f"has {version}, this machine {here}); install dexport {here} on every worker"
+        )
+    lacking = {w: r["gpu_missing"] for w, r in reports.items() if r.get("gpu_missing")}
     if lacking:
         worker, what = sorted(lacking.items())[0]
         raise ClusterError(
-            f"--backend gpu: {len(lacking)} of {len(missing)} Dask workers cannot run the GPU "
+            f"--backend gpu: {len(lacking)} of {len(reports)} Dask workers cannot run the GPU "
             f"backend ({worker} lacks {', '.join(what)}); start GPU workers with 'dask cuda "
             f"worker' where dexport[gpu] is installed, or use --backend cpu"
         )

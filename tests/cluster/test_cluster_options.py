@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import operator
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from cluster import get_client
 from cluster.errors import ClusterError
@@ -65,6 +71,64 @@ def test_gpu_backend_on_cpu_workers_of_a_running_cluster_is_one_line(
     assert "2 of 2 Dask workers cannot run the GPU backend" in err
     assert "dask cuda worker" in err
     assert dask_client.submit(operator.add, 1, 1).result() == 2  # the cluster is left alone
+
+
+@pytest.fixture
+def empty_cluster() -> Iterator[LocalCluster]:
+    """A scheduler without workers: each test adds the worker it needs."""
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+def _start_worker(cluster: LocalCluster, *python_flags: str, **env: str) -> subprocess.Popen:
+    command = [sys.executable, *python_flags, "-m", "distributed.cli.dask_worker"]
+    worker = subprocess.Popen(
+        [*command, cluster.scheduler_address, "--nthreads", "1", "--no-nanny", "--no-dashboard"],
+        env={**os.environ, **env},
+        cwd="/",  # not the source tree, which would make dexport importable
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not cluster.scheduler.workers:
+        assert worker.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, "the worker did not join"
+        time.sleep(0.1)
+    return worker
+
+
+def test_workers_without_dexport_are_one_line(corpus, tmp_path, capsys, empty_cluster) -> None:
+    # -S: no site-packages .pth files, so no dexport; distributed itself stays importable.
+    site_packages = sysconfig.get_paths()["purelib"]
+    worker = _start_worker(empty_cluster, "-S", PYTHONPATH=site_packages)
+    try:
+        out = tmp_path / "out"
+        argv = _corpus(corpus, out, "--scheduler", empty_cluster.scheduler_address)
+        err = _fails_in_one_line(argv, capsys, out)
+        assert "the Dask workers cannot import dexport" in err
+        assert "install dexport" in err
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_workers_with_another_dexport_version_are_one_line(
+    corpus, tmp_path, capsys, empty_cluster
+) -> None:
+    # Metadata found first on the worker's path: the worker reports that version.
+    meta = tmp_path / "meta" / "dexport-9.9.9.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: dexport\nVersion: 9.9.9\n")
+    worker = _start_worker(empty_cluster, PYTHONPATH=str(meta.parent))
+    try:
+        out = tmp_path / "out"
+        argv = _corpus(corpus, out, "--scheduler", empty_cluster.scheduler_address)
+        err = _fails_in_one_line(argv, capsys, out)
+        assert "1 of 1 Dask workers run another dexport version" in err
+        assert "has 9.9.9" in err
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 @needs_no_ucx
