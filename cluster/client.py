@@ -2,8 +2,9 @@
 
 Four sources, in order of precedence: a client the caller already has (Python API), an
 existing scheduler by address (``--scheduler``) or scheduler file (``--scheduler-file``), or an
-embedded cluster started here: a ``LocalCluster`` bound to 127.0.0.1 for the CPU backend, a
-``dask_cuda.LocalCUDACluster`` for the GPU backend. Only what was started here is closed here.
+embedded cluster started here (``cluster.local``): a ``LocalCluster`` bound to 127.0.0.1 for
+the CPU backend, a ``dask_cuda.LocalCUDACluster`` for the GPU backend, over TCP or UCX. Only
+what was started here is closed here.
 
 Jobs receive the client explicitly. A client created here is still the process's default
 while it is open (``set_as_default=True``, restored on close) because distributed's own helpers
@@ -17,32 +18,21 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dask.config
 from dask.utils import parse_timedelta
-from distributed import Client, LocalCluster
+from distributed import Client
 from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.comm.registry import get_backend
 from distributed.deploy import Cluster
 
-LOCALHOST = "127.0.0.1"
+from cluster.errors import ClusterError, SchedulerUnreachable
+from cluster.local import PROTOCOLS, check_embedded, parse_pool_size, start_embedded
 
-
-class ClusterError(ValueError):
-    """The cluster the user asked for cannot be had (exit status ``exit_code``).
-
-    ``cluster/`` imports nothing from ``pipeline/``: the command line treats any exception
-    carrying an ``exit_code`` as a one-line error.
-    """
-
-    exit_code = 2
-
-
-GPU_EXTRA_FIX = "install the gpu extra: pip install 'dexport[gpu]'"
+__all__ = ["ClusterError", "SchedulerUnreachable", "dashboard_link", "get_client"]
 
 
 @contextlib.contextmanager
@@ -53,6 +43,8 @@ def get_client(
     backend: str = "cpu",
     threads_per_worker: int = 1,
     *,
+    protocol: str | None = None,
+    rmm_pool_size: str | int | float | None = None,
     client: Client | None = None,
     set_as_default: bool = True,
 ) -> Iterator[Client]:
@@ -65,23 +57,44 @@ def get_client(
       (default: one per core, or one per visible GPU for ``backend="gpu"``) of
       ``threads_per_worker`` threads each, and shut it down on exit.
 
-    ``backend`` (``cpu``, ``gpu`` or ``auto``) only chooses the kind of embedded cluster;
-    ``set_as_default`` applies to the clients this call creates (see the module docstring).
-    Conflicting or invalid arguments, an unreachable scheduler and a missing ``dask_cuda``
-    raise :class:`ClusterError`.
+    ``backend`` (``cpu``, ``gpu`` or ``auto``) chooses the kind of embedded cluster; with a
+    scheduler, ``gpu`` checks that its workers can run the GPU backend. ``protocol`` (``tcp``,
+    the default, or ``ucx``) and ``rmm_pool_size`` (bytes such as ``"16GB"`` or a fraction of
+    each GPU's memory such as ``0.9``; GPU backend only) apply to the embedded cluster: a
+    running cluster was set up by whoever started it. ``set_as_default`` applies to the clients
+    this call creates (see the module docstring). Conflicting or invalid arguments, an
+    unreachable scheduler (exit status 3) and a library or device the cluster needs but this
+    machine lacks raise :class:`ClusterError` before any process starts; so do the workers of
+    a running cluster that lack dexport, run another version of it, or (``backend="gpu"``)
+    cannot run the GPU backend.
     """
-    _check_arguments(scheduler, scheduler_file, workers, backend, threads_per_worker, client)
+    _check_arguments(
+        scheduler, scheduler_file, workers, backend, threads_per_worker, client, protocol
+    )
+    pool = None if rmm_pool_size is None else parse_pool_size(rmm_pool_size)
+    if pool is not None and (client is not None or scheduler or scheduler_file):
+        raise ClusterError(
+            "--rmm-pool-size only applies to the embedded GPU cluster; give it to the workers "
+            "of a running cluster instead (dask cuda worker --rmm-pool-size 16GB)"
+        )
+    if pool is not None and backend == "cpu":
+        raise ClusterError(
+            "--rmm-pool-size is a memory pool on each GPU: it needs --backend gpu (or auto)"
+        )
     if client is not None:
         yield client
     elif scheduler is not None or scheduler_file is not None:
         connected = _connect(scheduler, scheduler_file, set_as_default)
         try:
+            _check_workers(connected, backend)
             yield connected
         finally:
             # Closing the client disconnects; it does not shut the remote cluster down.
             connected.close()
     else:
-        cluster = _start_cluster(backend, workers, threads_per_worker)
+        protocol = protocol or "tcp"
+        backend = check_embedded(backend, workers, protocol, pool)
+        cluster = start_embedded(backend, workers, threads_per_worker, protocol, pool)
         try:
             with Client(cluster, set_as_default=set_as_default) as started:
                 yield started
@@ -124,6 +137,7 @@ def _check_arguments(
     backend: str,
     threads_per_worker: int,
     client: Client | None,
+    protocol: str | None,
 ) -> None:
     problems = []
     if scheduler is not None and scheduler_file is not None:
@@ -142,6 +156,15 @@ def _check_arguments(
         problems.append(f"threads_per_worker must be at least 1 (got {threads_per_worker})")
     if backend not in ("cpu", "gpu", "auto"):
         problems.append(f"unknown backend {backend!r}; use --backend auto, cpu or gpu")
+    if protocol is not None and protocol not in PROTOCOLS:
+        problems.append(f"unknown protocol {protocol!r}; use --protocol tcp or ucx")
+    elif protocol is not None and (
+        client is not None or scheduler is not None or scheduler_file is not None
+    ):
+        problems.append(
+            "--protocol only applies to the embedded cluster; a running cluster's protocol is "
+            "part of its scheduler address (tcp://, ucxx://): drop --protocol"
+        )
     if problems:
         raise ClusterError("; ".join(problems))
 
@@ -170,12 +193,6 @@ def _connect(
 
 
 PROBE_TIMEOUT_S = 5.0
-
-
-class SchedulerUnreachable(ClusterError):
-    """No Dask scheduler answers at the address: worth retrying later (exit status 3)."""
-
-    exit_code = 3
 
 
 def _probe(address: str, source: str, timeout: float) -> None:
@@ -238,46 +255,60 @@ def _read_scheduler_file(path: str, timeout: float) -> str:
     )
 
 
-def _start_cluster(backend: str, workers: int | None, threads_per_worker: int) -> Cluster:
-    if backend == "auto":
-        from gpu.backend import select_backend
+def worker_report(check_gpu: bool) -> dict[str, Any]:
+    """What a worker says about itself: its dexport version and, when ``check_gpu``, what it
+    lacks for the GPU backend. Run on every worker; that it runs at all shows that the worker
+    can import dexport."""
+    report: dict[str, Any] = {"version": dexport_version()}
+    if check_gpu:
+        from gpu.backend import gpu_missing
 
-        backend = select_backend("auto").name
-    common = {
-        "threads_per_worker": threads_per_worker,
-        "host": LOCALHOST,
-        # Port 0: a free port, so several runs (and tests) on one machine never collide.
-        "dashboard_address": f"{LOCALHOST}:0",
-        "silence_logs": logging.DEBUG if os.environ.get("DEXPORT_DEBUG") else logging.CRITICAL,
-    }
-    if backend == "gpu":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise ClusterError(
-                f"backend 'gpu' needs dask_cuda, which is not installed; {GPU_EXTRA_FIX}"
-            ) from None
-        # n_workers=None: one worker per visible GPU, which is what dask_cuda is built around.
-        return LocalCUDACluster(n_workers=workers, **common)
-    with _children_ignore_sigint():
-        return LocalCluster(processes=True, n_workers=workers or os.cpu_count() or 1, **common)
+        report["gpu_missing"] = list(gpu_missing())
+    return report
 
 
-@contextlib.contextmanager
-def _children_ignore_sigint() -> Iterator[None]:
-    """Start worker processes with SIGINT ignored (inherited across fork and exec).
+def dexport_version() -> str:
+    """The installed dexport version (``0+unknown`` for a source tree that was not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    Ctrl-C in a terminal signals the whole process group: without this every worker would
-    print its own KeyboardInterrupt traceback while the driver cancels the run and exits 130.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return version("dexport")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _check_workers(client: Client, backend: str) -> None:
+    """Refuse a running cluster whose workers cannot run this job as asked.
+
+    A worker without dexport cannot even load a task (Dask then waits on it forever), and one
+    with another version could write other bytes; with ``--backend gpu`` every worker must be
+    able to run the GPU backend.
+    """
+    try:
+        reports = client.run(worker_report, backend == "gpu")
+    except Exception as exc:  # noqa: BLE001 - the worker's error comes back wrapped
+        if "No module named" not in str(exc):
+            raise
+        raise ClusterError(
+            f"the Dask workers cannot import dexport ({exc}); install dexport {dexport_version()} "
+            "(the version used here) on every worker"
+        ) from None
+    here = dexport_version()
+    other = {w: r["version"] for w, r in reports.items() if r["version"] != here}
+    if other:
+        worker, version = sorted(other.items())[0]
+        raise ClusterError(
+            f"{len(other)} of {len(reports)} Dask workers run another dexport version ({worker} "
+            f"has {version}, this machine {here}); install dexport {here} on every worker"
+        )
+    lacking = {w: r["gpu_missing"] for w, r in reports.items() if r.get("gpu_missing")}
+    if lacking:
+        worker, what = sorted(lacking.items())[0]
+        raise ClusterError(
+            f"--backend gpu: {len(lacking)} of {len(reports)} Dask workers cannot run the GPU "
+            f"backend ({worker} lacks {', '.join(what)}); start GPU workers with 'dask cuda "
+            f"worker' where dexport[gpu] is installed, or use --backend cpu"
+        )
 
 
 def _quiet_logs() -> None:

@@ -1,4 +1,5 @@
-"""Real services for the test suite: a SeaweedFS S3 server (``weed mini``) on 127.0.0.1.
+"""Real services for the test suite: a SeaweedFS S3 server (``weed mini``) on 127.0.0.1 (or on
+another address, such as one inside a network namespace).
 
 ``start_s3_server(directory)`` starts ``weed mini`` with every port chosen here (free ports on
 127.0.0.1), its data, config and local sockets inside ``directory``, fixed test credentials and
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,8 +222,10 @@ def _free_port_pair(offset: int, avoid: set[int]) -> tuple[int, int]:
     raise RuntimeError(f"found no free port pair {offset} apart on {HOST}")
 
 
-def weed_mini_command(weed: str, directory: Path, config_path: Path, socket_dir: Path) -> list[str]:
-    """The ``weed mini`` command line: every listener on 127.0.0.1 at an explicit free port."""
+def weed_mini_command(
+    weed: str, directory: Path, config_path: Path, socket_dir: Path, host: str = HOST
+) -> list[str]:
+    """The ``weed mini`` command line: every listener on ``host`` at an explicit free port."""
     names = [
         "master.port", "master.port.grpc",
         "volume.port", "volume.port.grpc", "volume.port.public",
@@ -240,10 +244,10 @@ def weed_mini_command(weed: str, directory: Path, config_path: Path, socket_dir:
         "mini",
         f"-dir={directory / 'data'}",
         f"-admin.dataDir={directory / 'data' / 'admin'}",
-        f"-ip={HOST}",
-        f"-ip.bind={HOST}",
-        f"-metricsIp={HOST}",
-        f"-s3.metricsIp={HOST}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-metricsIp={host}",
+        f"-s3.metricsIp={host}",
         "-master.telemetry=false",
         "-admin.ui=false",
         "-webdav=false",
@@ -260,19 +264,31 @@ def weed_mini_command(weed: str, directory: Path, config_path: Path, socket_dir:
     ]
 
 
-def start_s3_server(directory: Path, weed: str, timeout: float = START_TIMEOUT_S) -> S3Server:
-    """Start ``weed mini`` under ``directory`` and wait until S3 answers (at most ``timeout``)."""
+def start_s3_server(
+    directory: Path,
+    weed: str,
+    timeout: float = START_TIMEOUT_S,
+    *,
+    host: str = HOST,
+    launcher: Sequence[str] = (),
+) -> S3Server:
+    """Start ``weed mini`` under ``directory`` and wait until S3 answers (at most ``timeout``).
+
+    ``host``: the address it listens on; ``launcher``: words put before the command, such as
+    ``ip netns exec NS`` to run it on another (namespaced) host. Ports are chosen free here,
+    which a fresh network namespace trivially satisfies too.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     config_path = directory / "s3.json"
     config_path.write_text(json.dumps(_s3_identities()))
     socket_dir = _socket_dir(directory)
-    command = weed_mini_command(weed, directory, config_path, socket_dir)
+    command = weed_mini_command(weed, directory, config_path, socket_dir, host)
     s3_port = next(int(a.split("=")[1]) for a in command if a.startswith("-s3.port="))
     log_path = directory / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command,
+            [*launcher, *command],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -280,7 +296,7 @@ def start_s3_server(directory: Path, weed: str, timeout: float = START_TIMEOUT_S
             env=_server_environment(directory),
         )
     server = S3Server(
-        endpoint_url=f"http://{HOST}:{s3_port}",
+        endpoint_url=f"http://{host}:{s3_port}",
         access_key=ACCESS_KEY,
         secret_key=SECRET_KEY,
         command=command,

@@ -9,7 +9,8 @@ from typing import Any
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
-    """``--scheduler | --scheduler-file | --workers`` and ``--backend``."""
+    """``--scheduler | --scheduler-file | --workers``, ``--backend``, ``--protocol`` and
+    ``--rmm-pool-size`` (the last two for the embedded cluster; see docs/cluster.md)."""
     group = parser.add_argument_group("cluster")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
@@ -30,7 +31,19 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("auto", "cpu", "gpu"),
         default="cpu",
-        help="compute backend (default cpu)",
+        help="compute backend (default cpu); gpu runs on a dask-cuda cluster, one worker per "
+        "visible GPU (CUDA_VISIBLE_DEVICES)",
+    )
+    group.add_argument(
+        "--protocol",
+        choices=("tcp", "ucx"),
+        help="comms of the embedded cluster (default tcp); ucx needs distributed-ucxx",
+    )
+    group.add_argument(
+        "--rmm-pool-size",
+        metavar="SIZE",
+        help="RMM memory pool per GPU worker of the embedded GPU cluster: 16GB, or 0.9 of "
+        "each GPU's memory",
     )
 
 
@@ -87,6 +100,8 @@ def executor_from_args(
         backend=getattr(args, "backend", "cpu"),
         tasks=tasks,
         in_process=threads or None,
+        protocol=getattr(args, "protocol", None),
+        rmm_pool_size=getattr(args, "rmm_pool_size", None),
     ) as executor:
         yield executor
 

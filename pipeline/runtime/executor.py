@@ -175,19 +175,30 @@ def open_executor(
     backend: str = "cpu",
     tasks: int | None = None,
     in_process: bool | None = None,
+    protocol: str | None = None,
+    rmm_pool_size: str | int | float | None = None,
 ) -> Iterator[LocalExecutor | DaskExecutor]:
     """The executor a run should use.
 
-    ``client``, ``scheduler``, ``scheduler_file`` or ``workers`` mean Dask, exactly as given.
-    Otherwise ``in_process=True`` (the Python API's default) or a job of at most
+    ``client``, ``scheduler``, ``scheduler_file``, ``workers``, ``protocol="ucx"`` or
+    ``rmm_pool_size`` mean Dask, exactly as given (see ``cluster.get_client``). Otherwise
+    ``in_process=True`` (the Python API's default) or a job of at most
     :data:`SMALL_JOB_TASKS` tasks runs on threads of this process, and a larger one on an
-    embedded ``LocalCluster`` that is stopped when the run ends.
+    embedded cluster that is stopped when the run ends. ``backend="gpu"`` without a usable
+    GPU backend here (or on a scheduler's workers) fails with one line, exit status 2, before
+    any task runs.
     """
     if client is not None:
         yield DaskExecutor(client)
         return
-    asked_for_cluster = scheduler or scheduler_file or workers
+    asked_for_cluster = (
+        scheduler or scheduler_file or workers or protocol == "ucx" or rmm_pool_size is not None
+    )
     if not asked_for_cluster and (in_process or (tasks is not None and tasks <= SMALL_JOB_TASKS)):
+        if backend == "gpu":
+            from gpu.backend import select_backend
+
+            select_backend("gpu")  # names what is missing: CuPy, cuDF, dask_cudf, a device
         executor = LocalExecutor(min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)))
         try:
             yield executor
@@ -197,7 +208,12 @@ def open_executor(
     from cluster.client import get_client
 
     with get_client(
-        scheduler=scheduler, scheduler_file=scheduler_file, workers=workers, backend=backend
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        workers=workers,
+        backend=backend,
+        protocol=protocol,
+        rmm_pool_size=rmm_pool_size,
     ) as dask_client:
         yield DaskExecutor(dask_client)
 
