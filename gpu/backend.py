@@ -21,26 +21,33 @@ BACKEND_NAMES = ("auto", "cpu", "gpu")
 
 @dataclass(frozen=True)
 class Backend:
-    """The libraries one run computes with.
+    """The libraries one run computes with, by module name.
 
     ``name`` is ``"cpu"`` or ``"gpu"`` (``auto`` is resolved before a Backend exists; tests
-    name their own, e.g. ``strict`` for ``array_api_strict`` in NumPy's place), ``xp`` the
-    array namespace (``numpy`` or ``cupy``) and ``frame`` the name of the dataframe library
-    (``pandas`` or ``cudf``), imported by :attr:`df` when first used: pandas pulls in
-    PyArrow, which commands that fail early or only print help must not pay for.
+    name their own, e.g. ``strict`` for ``array_api_strict`` in NumPy's place), ``array`` the
+    array namespace's module (``numpy`` or ``cupy``) and ``frame`` the dataframe library's
+    (``pandas`` or ``cudf``). Modules are imported where they are first used: on the worker
+    that runs a task, so a driver without GPU libraries can drive GPU workers, and pandas
+    (which pulls in PyArrow) only when a dataframe is made.
 
     The driver resolves the user's ``--backend`` once and every task carries the Backend it
-    got; it pickles as the names of its modules, so a worker imports the same libraries.
+    got; where the tasks run checks that it can serve it (``pipeline.runtime.executor`` for this
+    machine, ``cluster.client`` for a running cluster's workers).
     """
 
     name: str
-    xp: ModuleType
+    array: str = "numpy"
     frame: str = "pandas"
+
+    @property
+    def xp(self) -> ModuleType:
+        """The array namespace (``numpy``, ``cupy``, ...)."""
+        return _import(self.array)
 
     @property
     def df(self) -> ModuleType:
         """The dataframe library (``pandas`` or ``cudf``)."""
-        return importlib.import_module(self.frame)
+        return _import(self.frame)
 
     def asnumpy(self, x: Any) -> np.ndarray:
         """Return ``x`` as a NumPy array in host memory (copies from the device on GPU)."""
@@ -53,16 +60,19 @@ class Backend:
         stay as they are on the CPU backend)."""
         return self.xp.asarray(x)
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
-        # Modules do not pickle; their names do, and the worker imports them again.
-        return (_rebuild, (self.name, self.xp.__name__, self.frame))
+
+def _import(module: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"this process cannot import {module} for the compute backend ({exc}); install "
+            "dexport[gpu] where the tasks run, or use --backend cpu"
+        ) from None
 
 
-def _rebuild(name: str, xp: str, frame: str) -> Backend:
-    return Backend(name=name, xp=importlib.import_module(xp), frame=frame)
-
-
-CPU = Backend(name="cpu", xp=np, frame="pandas")
+CPU = Backend(name="cpu")
+GPU = Backend(name="gpu", array="cupy", frame="cudf")
 
 
 def select_backend(name: str) -> Backend:
@@ -79,7 +89,7 @@ def select_backend(name: str) -> Backend:
         return CPU
     missing = gpu_missing()
     if not missing:
-        return _gpu_backend()
+        return GPU
     if key == "auto":
         return CPU
     raise BackendError(
@@ -90,12 +100,15 @@ def select_backend(name: str) -> Backend:
 
 
 def resolve_backend(choice: str | Backend) -> Backend:
-    """The Backend a run computes with: a Backend as is, a name through :func:`select_backend`.
-
-    Jobs call this once on the driver (so ``--backend gpu`` without a device fails before
-    anything is written) and put the result into every task.
-    """
-    return choice if isinstance(choice, Backend) else select_backend(choice)
+    """The Backend a run computes with: a Backend as is; ``gpu`` without checking this machine
+    (its tasks may run on a cluster's GPU workers: the executor checks where they run);
+    ``cpu`` and ``auto`` through :func:`select_backend`. Jobs call this once on the driver and
+    put the result into every task."""
+    if isinstance(choice, Backend):
+        return choice
+    if str(choice).strip().lower() == "gpu":
+        return GPU
+    return select_backend(choice)
 
 
 def gpu_available() -> bool:
@@ -147,11 +160,6 @@ def _namespace_of(x: Any) -> ModuleType:
     if get_namespace is not None:
         return get_namespace()
     raise TypeError(f"expected a NumPy, CuPy or array-API array, got {type(x).__name__}")
-
-
-def _gpu_backend() -> Backend:
-    importlib.import_module("cudf")  # imported here, where the GPU is chosen, not mid-task
-    return Backend(name="gpu", xp=importlib.import_module("cupy"), frame="cudf")
 
 
 def _try_import(module: str) -> ModuleType | None:

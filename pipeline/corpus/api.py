@@ -98,7 +98,9 @@ def export_corpus(
         backend=backend,
     )
     plan = plan_corpus_export(spec)
-    with open_executor(client=client, workers=workers, in_process=True) as executor:
+    with open_executor(
+        client=client, workers=workers, backend=backend, in_process=True
+    ) as executor:
         return run_corpus_export(plan, executor, progress=progress)
 
 

@@ -111,6 +111,6 @@ def encode_corpus(
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(
-        client=client, scheduler=scheduler, workers=workers, in_process=True
+        client=client, scheduler=scheduler, workers=workers, backend=backend, in_process=True
     ) as executor:
         return run_encode(job, executor, progress=progress)

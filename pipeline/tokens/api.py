@@ -187,6 +187,7 @@ class DatasetManager:
                 client=self._client,
                 scheduler=self._scheduler,
                 workers=self._workers,
+                backend=self._backend,
                 in_process=True,
             )
             self._executor = self._executor_cm.__enter__()

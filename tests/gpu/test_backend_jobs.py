@@ -28,7 +28,7 @@ from pipeline.runtime.executor import open_executor
 from pipeline.tokens.job import TokenExport, run_token_export
 from pipeline.tokens.source import TrainingRun
 
-STRICT = Backend(name="strict", xp=array_api_strict, frame="pandas")
+STRICT = Backend(name="strict", array="array_api_strict", frame="pandas")
 BACKENDS = [
     pytest.param("strict", id="array_api_strict"),
     pytest.param("gpu", id="gpu", marks=pytest.mark.gpu),
