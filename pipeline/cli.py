@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
+    from pipeline.commands.common import add_common_args
+
+    for command in sub.choices.values():
+        add_common_args(command)
     return parser
 
 
@@ -56,7 +60,11 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for errors the user can fix)."""
-    logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
+    from pipeline.runtime.log import CurrentStderr
+
+    logging.basicConfig(
+        level=logging.WARNING, format="dexport: %(message)s", stream=CurrentStderr()
+    )
     return run_command(build_parser().parse_args(argv))
 
 
@@ -64,42 +72,74 @@ def run_command(args: argparse.Namespace) -> int:
     """Call ``args.func(args)``; errors the user can act on become one stderr line and a status.
 
     Shared by :func:`main` and ``dexport run`` (each job step), so both map errors the same way.
+    The outermost call also sets up logging (``-q``/``-v``, ``--log-format``) and writes the run
+    report (``--report``); every call is one step of that report (``run`` itself is not).
     """
+    from pipeline.runtime import log, report
+
+    if report.current() is not None:  # a step of `dexport run`
+        step = report.start_step(args.command)
+        code, message = _call(args)
+        report.end_step(step, code, message)
+        return code
+    log.configure(
+        quiet=getattr(args, "quiet", False),
+        verbose=getattr(args, "verbose", False),
+        fmt=getattr(args, "log_format", "text"),
+    )
+    report.begin(args.command)
+    step = None if args.command == "run" else report.start_step(args.command)
+    with log.capture_stderr():
+        try:
+            code, message = _call(args)
+            report.end_step(step, code, message)
+        finally:
+            finished = report.finish(locals().get("code", 1))
+        target = getattr(args, "report", None)
+        if target and finished is not None:
+            try:
+                report.write(finished, target)
+            except OSError as exc:
+                log.error(f"cannot write the run report {target} ({_one_line(exc)})")
+                return code or 2
+    return code
+
+
+def _call(args: argparse.Namespace) -> tuple[int, str | None]:
+    """``(exit status, error line)`` of ``args.func(args)``."""
+    from pipeline.runtime import log
+
+    def fail(code: int, message: str) -> tuple[int, str]:
+        log.error(message)
+        return code, message
+
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0), None
     except PermissionError as exc:
-        print(
-            f"dexport: error: permission denied ({_one_line(exc)}); "
-            "check credentials or --storage-options",
-            file=sys.stderr,
+        return fail(
+            2,
+            f"permission denied ({_one_line(exc)}); check credentials or --storage-options",
         )
-        return 2
     except FileNotFoundError as exc:
-        print(f"dexport: error: not found ({_one_line(exc)}); check the path", file=sys.stderr)
-        return 2
+        return fail(2, f"not found ({_one_line(exc)}); check the path")
     except BrokenPipeError:
         # `dexport inspect … | head`: the reader left; exit quietly like other Unix tools.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return 0, None
     except KeyboardInterrupt:
-        print("dexport: interrupted; re-run with --resume to finish", file=sys.stderr)
-        return 130
+        message = "interrupted; re-run with --resume to finish"
+        log.emit("error", f"dexport: {message}")
+        return 130, message
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(
-            f"dexport: error: no space left ({_one_line(exc)}); "
-            "free space, then re-run with --resume",
-            file=sys.stderr,
-        )
-        return 3
+        return fail(3, f"no space left ({_one_line(exc)}); free space, then re-run with --resume")
     except Exception as exc:
         code = exit_code_of(exc)
         if code is None:
             raise
-        print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
-        return code
+        return fail(code, _one_line(exc))
 
 
 if __name__ == "__main__":

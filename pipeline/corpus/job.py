@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.corpus import finalize as corpus_finalize
 from pipeline.corpus import writers as corpus_writers
+from pipeline.corpus.incremental import GENERATION_FILE, History, plan_generation
 from pipeline.corpus.partition import (
     CorpusTask,
     export_partition,
@@ -42,6 +43,7 @@ OWNED_NAMES = (
     r"^dataset_stats\.json$",
     r"^README\.md$",
     r"^card/[^/]+\.png$",
+    GENERATION_FILE,
 )
 
 
@@ -64,6 +66,8 @@ class CorpusExport:
     card: bool = True
     command: str | None = None  # the command line, for the card's "Reproduce" section
     max_reject_fraction: float | None = 0.5  # above it (or all rejected) the run fails (exit 1)
+    incremental: bool = False  # add only new inputs, as a new generation
+    rebuild: bool = False  # incremental: export every input again (changed or gone inputs)
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -98,6 +102,15 @@ class CorpusExport:
             )
         if self.out and self.out.strip() == "-":
             problems.append("--out - is not supported: corpus writes a folder; name one")
+        if self.rebuild and not self.incremental:
+            problems.append("--rebuild goes with --incremental (use --overwrite otherwise)")
+        if self.incremental and self.split.exact:
+            problems.append(
+                "--incremental needs hash splits: --exact-counts ranks every record of every "
+                "generation at once; drop --exact-counts"
+            )
+        if self.incremental and self.overwrite:
+            problems.append("--incremental with --overwrite: pass --rebuild to export everything")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -106,10 +119,19 @@ class CorpusExport:
         digest = hashlib.sha256()
         for p in partitions:
             digest.update(f"{p.path}\0{p.start}\0{p.end}\n".encode())
+        # An incremental output records its inputs per generation (the manifest's
+        # ``incremental``), so its parameters are only what must stay the same between runs.
+        inputs = (
+            {"incremental": True}
+            if self.incremental
+            else {
+                "inputs": list(self.inputs),
+                "input_digest": digest.hexdigest(),
+                "partitions": len(partitions),
+            }
+        )
         return {
-            "inputs": list(self.inputs),
-            "input_digest": digest.hexdigest(),
-            "partitions": len(partitions),
+            **inputs,
             "schema": self.schema.as_dict(),
             "split": self.split.as_dict(),
             "format": self.format,
@@ -118,7 +140,7 @@ class CorpusExport:
             "tokenizer": None
             if tokenizer is None
             else {"name": tokenizer.name, "sha256": tokenizer.sha256},
-            "chunk_size": self.chunk_size,
+            **({} if self.incremental else {"chunk_size": self.chunk_size}),
             "card": self.card,
         }
 
@@ -133,6 +155,7 @@ class CorpusPlan:
     params: dict[str, Any]
     tokenizer: Any
     t0: float
+    history: History | None = None  # incremental runs: what the output holds already
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
@@ -146,6 +169,8 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     t0 = time.perf_counter()
     spec.check()
     check_reachable([*spec.inputs, spec.out], spec.storage_options)
+    if spec.incremental:
+        return _plan_incremental(spec, t0)
     partitions = plan_partitions(spec.inputs, spec.storage_options, spec.chunk_size)
     if not partitions:
         raise UserError(f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty)")
@@ -158,6 +183,28 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     _check_fields(spec, partitions)
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     return CorpusPlan(spec, partitions, output, spec.params(partitions, payload), payload, t0)
+
+
+def _plan_incremental(spec: CorpusExport, t0: float) -> CorpusPlan:
+    """The new inputs of an incremental export, or an up-to-date plan with no partition."""
+    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + (
+        [spec.tokenizer] if spec.tokenizer else []
+    )
+    check_disjoint(spec.out, inputs, spec.storage_options)
+    output = OutputDir(spec.out, spec.storage_options, owned=OWNED_NAMES)
+    output.lock.ensure_free()  # a running export: exit 3 before reading anything
+    payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
+    params = spec.params([], payload)
+    history, partitions = plan_generation(spec, output, params)
+    if partitions:
+        _check_inside(spec, output, partitions)
+        _check_fields(spec, partitions)
+    elif not history.up_to_date and history.generation == 0:
+        raise UserError(
+            f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty); pass the "
+            "files that hold the data"
+        )
+    return CorpusPlan(spec, partitions, output, params, payload, t0, history)
 
 
 def _check_fields(spec: CorpusExport, partitions: list[InputPartition]) -> None:
@@ -207,7 +254,10 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
     plan = spec if isinstance(spec, CorpusPlan) else plan_corpus_export(spec)
     spec, partitions, output, params = plan.spec, plan.partitions, plan.output, plan.params
     executor = as_executor(executor)
-    if spec.resume and _finished(output):
+    history = plan.history
+    if history is not None and history.up_to_date:
+        return corpus_finalize.up_to_date_summary(output, history, plan.t0)
+    if spec.resume and history is None and _finished(output):
         output.prepare(params, resume=True)  # refuses a finished run with other parameters
         output.abandon(None)
         return corpus_finalize.existing_summary(output, plan.t0)
@@ -223,11 +273,22 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
         output.path,
     )
     bounds = _rank(executor, partitions, ranks, task, progress) if spec.split.exact else None
-    done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    if history is None:
+        done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    else:
+        done = output.prepare_generation(
+            history.progress_params(params, partitions),
+            kept=history.kept_paths(),
+            rebuild=spec.rebuild,
+            guard=history.guard(output),
+        )
     try:
         results = _export(executor, partitions, ranks, task, bounds, done, progress)
-        _check_not_empty(spec, results)
-        return corpus_finalize.finalize(spec, output, task, params, results, plan.t0, executor)
+        if history is None or history.generation == 0:
+            _check_not_empty(spec, results)  # later generations may add only blank files
+        return corpus_finalize.finalize(
+            spec, output, task, params, results, plan.t0, executor, history, partitions
+        )
     except BaseException as exc:
         output.abandon(exc)
         raise
@@ -251,17 +312,7 @@ def _finished(output: OutputDir) -> bool:
 
 
 def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
-    base = output.url.rstrip("/")
-    inside = [
-        p.path
-        for p in partitions
-        if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")
-    ]
-    if inside:
-        raise UserError(
-            f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
-            "folder"
-        )
+    _check_inside(spec, output, partitions)
     # Refuse early (before an exact-count pass reads everything) when the output is taken:
     # by a running export (exit 3, retry later), or by an earlier one (exit 2).
     output.lock.ensure_free()
@@ -275,6 +326,20 @@ def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputP
                 f"output {output.url} already exists and is not empty; pass --overwrite to replace "
                 "it or --resume to finish an interrupted run"
             )
+
+
+def _check_inside(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
+    base = output.url.rstrip("/")
+    inside = [
+        p.path
+        for p in partitions
+        if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")
+    ]
+    if inside:
+        raise UserError(
+            f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
+            "folder"
+        )
 
 
 def _rank(

@@ -105,13 +105,23 @@ def canonical_json(value: Any) -> bytes:
 
 
 class OutputLock:
-    """``OUT/.dexport-lock``: one run per output, on local disk and S3, with a heartbeat."""
+    """``OUT/.dexport-lock``: one run per output, on local disk and S3, with a heartbeat.
+
+    Locally the lock is created with ``O_EXCL``; on S3 with a conditional write
+    (``If-None-Match: *``), and a stale lock is taken over, and the heartbeat refreshed, with
+    ``If-Match`` on the ETag read, so of two runs starting together exactly one wins. A store
+    that ignores the conditions still gets the read-back check (the last writer wins, the other
+    run sees a foreign token and retries).
+    """
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
         self.fs, self.path, self.url = fs, path, url
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._etag: str | None = None  # S3: ETag of the lock as last read or written by us
+        self.took_over: dict[str, Any] | None = None  # the stale lock this run replaced
+        self._started = 0.0
 
     def _body(self) -> bytes:
         return canonical_json(
@@ -119,6 +129,7 @@ class OutputLock:
                 "run": self.token,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                "started": self._started,
                 "heartbeat": time.time(),
             }
         )
@@ -131,10 +142,19 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock or raise TemporaryFailure naming the run that holds it."""
-        held = self._read()
-        if held is not None and not _stale(held):
-            self._refuse(held)
-        self._take(held)
+        for _ in range(20):  # each retry means another run changed the lock meanwhile
+            held = self._read()
+            if held is not None and not _stale(held):
+                self._refuse(held)
+            if self._take(held):
+                if held:
+                    self.took_over = held
+                    _notice_take_over(self.url, held)
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
+                self._thread.start()
+                return
+        raise TemporaryFailure(f"output {self.url} is contended by other dexport runs; retry later")
 
     def _refuse(self, held: dict[str, Any]) -> None:
         beat = float(held.get("heartbeat", 0))
@@ -145,30 +165,59 @@ class OutputLock:
             f"or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
         )
 
-    def _take(self, held: dict[str, Any] | None) -> None:
-        if is_local(self.fs) and held is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            try:  # O_EXCL: of two runs starting together, exactly one creates the lock
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return self.acquire()
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._body())
-        else:
-            write_bytes_atomic(self.fs, self.path, self._body())
+    def _take(self, held: dict[str, Any] | None) -> bool:
+        """Write our lock over ``held`` (None: no lock); False when another run got there first."""
+        self._started = self._started or time.time()
+        if is_local(self.fs):
+            if held is None:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                try:  # O_EXCL: of two runs starting together, exactly one creates the lock
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(self._body())
+            else:
+                write_bytes_atomic(self.fs, self.path, self._body())
+        elif not self._put_conditional(held):
+            return False
         # Another run wrote after us (or took our half-written lock for a stale one).
-        if (self._read() or {}).get("run") != self.token:
-            return self.acquire()
-        self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
-        self._thread.start()
+        return (self._read() or {}).get("run") == self.token
+
+    def _put_conditional(self, held: dict[str, Any] | None) -> bool:
+        condition = {"IfNoneMatch": "*"} if held is None else {"IfMatch": self._etag or "*"}
+        try:
+            response = self.fs.pipe_file(self.path, self._body(), **condition)
+        except OSError as exc:
+            code = _s3_error_code(exc)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            if code != "NotImplemented":
+                raise
+            # A store without conditional writes: fall back to the read-back check.
+            write_bytes_atomic(self.fs, self.path, self._body())
+            return True
+        self._etag = (response or {}).get("ETag") if isinstance(response, dict) else None
+        return True
 
     def _beat(self) -> None:
         while not self._stop.wait(LOCK_HEARTBEAT_S):
             with contextlib.suppress(Exception):
-                write_bytes_atomic(self.fs, self.path, self._body())
+                if is_local(self.fs):
+                    write_bytes_atomic(self.fs, self.path, self._body())
+                elif self._etag is not None:
+                    response = self.fs.pipe_file(self.path, self._body(), IfMatch=self._etag)
+                    self._etag = (response or {}).get("ETag") or self._etag
+                else:
+                    write_bytes_atomic(self.fs, self.path, self._body())
 
     def _read(self) -> dict[str, Any] | None:
         try:
+            if not is_local(self.fs):
+                # The ETag first: content read after it is at least as new, so a conditional
+                # write on it can only fail (never replace a lock refreshed in between).
+                self.fs.invalidate_cache(self.path)
+                self._etag = self.fs.info(self.path).get("ETag")
             held = json.loads(self.fs.cat_file(self.path))
         except FileNotFoundError:
             return None
@@ -186,6 +235,31 @@ class OutputLock:
         with contextlib.suppress(FileNotFoundError):
             if (self._read() or {}).get("run") == self.token:
                 self.fs.rm(self.path)
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    for e in (exc, exc.__cause__, exc.__context__):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            if code:
+                return str(code)
+    return None
+
+
+def _notice_take_over(url: str, held: dict[str, Any]) -> None:
+    from pipeline.runtime import log
+
+    beat = held.get("heartbeat")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(beat)))
+        if isinstance(beat, int | float)
+        else "unknown"
+    )
+    log.warning(
+        f"took over the lock of {url} from a run that is gone (pid {held.get('pid')} on "
+        f"{held.get('host')}, last alive at {when})"
+    )
 
 
 def _stale(held: dict[str, Any]) -> bool:
@@ -232,6 +306,7 @@ class OutputDir:
         self.owned = PART_NAMES + tuple(re.compile(p) for p in owned)
         self.lock = OutputLock(self.fs, self.file(LOCK), self.url)
         self.fresh = True  # no finished part of an earlier run is re-used
+        self.kept: set[str] = set()  # files of earlier generations: never removed by this run
         self._made: str | None = None  # the top-most local folder this run created
 
     # -- paths ----------------------------------------------------------------------------
@@ -297,6 +372,63 @@ class OutputDir:
         except BaseException:
             self._release_and_tidy()
             raise
+
+    def prepare_generation(
+        self,
+        params: dict[str, Any],
+        *,
+        kept: set[str],
+        rebuild: bool = False,
+        guard: Any = None,
+    ) -> dict[str, PartRecord]:
+        """Incremental runs: lock, keep the published generations, finish or clear an interrupted
+        one; return the parts of this generation already completed.
+
+        ``kept`` are the files the current manifest lists (never removed, whatever happens);
+        ``guard()`` runs once the lock is held and raises if the output changed since the run
+        planned on it. An interrupted run of the same generation (same ``params``) is resumed;
+        one with other parameters (more inputs have arrived since) is cleared first.
+        ``rebuild`` removes everything dexport wrote (as ``--overwrite``).
+        """
+        self._check_writable()
+        self._made = _first_missing(self.path) if is_local(self.fs) else None
+        self.lock.acquire()
+        try:
+            if guard is not None:
+                guard()
+            existing = self.listing()
+            if rebuild and existing:
+                self._remove(self.owned_files(existing))
+                existing = self.listing()
+            self.kept = set(kept) | ({MANIFEST} if kept else set())
+            progress = f"{PROGRESS}/params.json"
+            if progress in existing:
+                previous = self._read_json(progress)
+                if previous == json.loads(canonical_json(params)):
+                    done = self._completed_parts(params, existing)
+                    self.fresh = not done
+                    return done
+                self._remove(self._leftovers(existing))  # another generation, interrupted
+            else:
+                self._remove([rel for rel in existing if TEMP_NAME.search(rel)])
+            write_bytes_atomic(self.fs, self.file(progress), canonical_json(params))
+            return {}
+        except BaseException:
+            self._release_and_tidy()
+            raise
+
+    def _leftovers(self, existing: list[str]) -> list[str]:
+        """Files of an unfinished run (progress, temporaries, its parts), kept files excepted."""
+        return [
+            rel
+            for rel in existing
+            if rel not in self.kept
+            and (
+                rel.startswith(f"{PROGRESS}/")
+                or TEMP_NAME.search(rel)
+                or any(p.match(rel) for p in self.owned)
+            )
+        ]
 
     def _check_writable(self) -> None:
         try:
@@ -415,8 +547,13 @@ class OutputDir:
         parts: list[PartRecord],
         totals: dict[str, Any],
         extra_files: list[PartRecord] = (),
+        incremental: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write ``_manifest.json`` (last), drop the progress records and release the lock."""
+        """Write ``_manifest.json`` (last), drop the progress records and release the lock.
+
+        ``incremental`` (generations and the state to extend them) goes into the manifest of an
+        incremental output.
+        """
         files = sorted([*parts, *extra_files], key=lambda r: r.path)
         manifest = {
             "tool": "dexport",
@@ -426,6 +563,8 @@ class OutputDir:
             "files": [asdict(r) for r in files],
             "totals": totals,
         }
+        if incremental is not None:
+            manifest["incremental"] = incremental
         write_bytes_atomic(self.fs, self.file(MANIFEST), canonical_json(manifest))
         self.drop_progress()
         self.lock.release()
@@ -445,16 +584,7 @@ class OutputDir:
         """
         try:
             if isinstance(exc, UserError) and self.fresh:
-                existing = self.listing()
-                self._remove(
-                    [
-                        rel
-                        for rel in existing
-                        if rel.startswith(f"{PROGRESS}/")
-                        or TEMP_NAME.search(rel)
-                        or any(p.match(rel) for p in self.owned)
-                    ]
-                )
+                self._remove(self._leftovers(self.listing()))
         finally:
             self._release_and_tidy()
 
