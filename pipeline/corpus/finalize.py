@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 from pipeline.corpus import card as dataset_card
+from pipeline.corpus.incremental import kept_files
 from pipeline.formats.corpus_stats import SplitStats, dataset_stats
 from pipeline.io.assemble import concatenate, copy_local, join_parquet
 from pipeline.io.storage import atomic_open, is_local, write_bytes_atomic
@@ -49,7 +50,7 @@ def finalize(
     stats_by_split, rejected, accounting = merge_results(names, results, state)
     pictures = _draw_histograms(stats_by_split, executor) if spec.card else {}
     data_files: dict[str, Any] = {}
-    files: list[PartRecord] = [] if history is None else history.kept_files()
+    files: list[PartRecord] = [] if history is None else kept_files(history)
     added: list[PartRecord] = []
     if spec.parts:
         for records in results:

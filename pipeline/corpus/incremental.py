@@ -22,90 +22,25 @@ exact-count splits rank every record of every generation, so they are refused.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.io.records import InputPartition, list_input_files, plan_partitions
 from pipeline.runtime import generations
+from pipeline.runtime.generations import History
 from pipeline.runtime.output import MANIFEST, PROGRESS, OutputDir, PartRecord, canonical_json
 
 GENERATION_FILE = r"^[A-Za-z0-9_.-]+/gen-\d{5}\.(jsonl|parquet)(\.gz|\.zst)?$"
 
 
-@dataclass
-class History:
-    """What an incremental run extends: the current manifest and this run's new generation."""
-
-    manifest: dict[str, Any] | None  # None: the first generation
-    manifest_bytes: bytes | None
-    generation: int
-    first_partition: int
-    inputs: list[dict[str, Any]] = field(default_factory=list)  # identities of the new files
-    unchanged: int = 0  # inputs consumed by earlier generations
-
-    @property
-    def up_to_date(self) -> bool:
-        """No new input: nothing to do."""
-        return not self.inputs
-
-    @property
-    def state(self) -> dict[str, Any] | None:
-        """Merged statistics of the earlier generations (None for the first)."""
-        return ((self.manifest or {}).get("incremental") or {}).get("state")
-
-    def kept_files(self) -> list[PartRecord]:
-        """Data files of the earlier generations (split files and rejects), manifest order."""
-        return [
-            PartRecord(**f)
-            for f in (self.manifest or {}).get("files", [])
-            if (f.get("extra") or {}).get("split") or f["path"].startswith("rejects/")
-        ]
-
-    def kept_paths(self) -> set[str]:
-        """Every file the current manifest lists."""
-        return {f["path"] for f in (self.manifest or {}).get("files", [])}
-
-    def progress_params(self, params: dict[str, Any], partitions: list[InputPartition]) -> dict:
-        """Parameters of this generation's run (an interrupted one resumes only if they match)."""
-        digest = hashlib.sha256()
-        for item in self.inputs:
-            digest.update(canonical_json(item))
-        return {
-            **params,
-            "generation": self.generation,
-            "new_inputs": digest.hexdigest(),
-            "partitions": [self.first_partition, self.first_partition + len(partitions)],
-        }
-
-    def guard(self, output: OutputDir) -> Any:
-        """A check for after the lock is taken: the manifest is still the one planned on."""
-
-        def check() -> None:
-            from pipeline.errors import TemporaryFailure
-
-            if _read(output) != self.manifest_bytes:
-                raise TemporaryFailure(
-                    f"output {output.url} got a new generation from another run while this one "
-                    "was starting; run again (it will only add what is still new)"
-                )
-
-        return check
-
-    def record(self, partitions: list[InputPartition], files: list[str]) -> dict[str, Any]:
-        """This generation's entry in the manifest."""
-        return {
-            "generation": self.generation,
-            "partitions": [self.first_partition, self.first_partition + len(partitions)],
-            "inputs": self.inputs,
-            "files": sorted(files),
-        }
-
-    def generations(self) -> list[dict[str, Any]]:
-        """The earlier generations' entries."""
-        return list(((self.manifest or {}).get("incremental") or {}).get("generations") or [])
+def kept_files(history: History) -> list[PartRecord]:
+    """Data files of the earlier generations (split files and rejects), manifest order."""
+    return [
+        PartRecord(**f)
+        for f in (history.manifest or {}).get("files", [])
+        if (f.get("extra") or {}).get("split") or f["path"].startswith("rejects/")
+    ]
 
 
 def _read(output: OutputDir) -> bytes | None:
@@ -145,6 +80,8 @@ def plan_generation(
         generations.next_partition(manifest),
         generations.identify(changes.new),
         changes.unchanged,
+        lambda: _read(output),
+        output.url,
     )
     if history.up_to_date:
         return history, []

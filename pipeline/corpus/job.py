@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.corpus import finalize as corpus_finalize
 from pipeline.corpus import writers as corpus_writers
-from pipeline.corpus.incremental import GENERATION_FILE, History, plan_generation
+from pipeline.corpus.incremental import GENERATION_FILE, plan_generation
 from pipeline.corpus.partition import (
     CorpusTask,
     export_partition,
@@ -155,7 +155,7 @@ class CorpusPlan:
     params: dict[str, Any]
     tokenizer: Any
     t0: float
-    history: History | None = None  # incremental runs: what the output holds already
+    history: Any = None  # incremental runs: a runtime.generations.History
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
@@ -280,7 +280,7 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
             history.progress_params(params, partitions),
             kept=history.kept_paths(),
             rebuild=spec.rebuild,
-            guard=history.guard(output),
+            guard=history.guard,
         )
     try:
         results = _export(executor, partitions, ranks, task, bounds, done, progress)

@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.errors import TemporaryFailure, UserError
 from pipeline.io.storage import is_local
+from pipeline.runtime.output import canonical_json
 
 HASH_BUFFER = 8 << 20
 HASH_THREADS = 8
@@ -146,3 +147,65 @@ def next_partition(manifest: dict[str, Any] | None) -> int:
     """The first partition (task, part, shard) number of the next generation."""
     generations = ((manifest or {}).get("incremental") or {}).get("generations") or []
     return max((g["partitions"][1] for g in generations), default=0)
+
+
+@dataclass
+class History:
+    """What an incremental run extends: the current manifest and this run's new generation."""
+
+    manifest: dict[str, Any] | None  # None: the first generation
+    manifest_bytes: bytes | None
+    generation: int
+    first_partition: int
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # identities of the new files
+    unchanged: int = 0  # inputs consumed by earlier generations
+    read_manifest: Any = None  # () -> the manifest's bytes now (None: none)
+    url: str = ""  # the output, for messages
+
+    @property
+    def up_to_date(self) -> bool:
+        """No new input: nothing to do."""
+        return not self.inputs
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """Merged statistics of the earlier generations (None for the first)."""
+        return ((self.manifest or {}).get("incremental") or {}).get("state")
+
+    def kept_paths(self) -> set[str]:
+        """Every file the current manifest lists."""
+        return {f["path"] for f in (self.manifest or {}).get("files", [])}
+
+    def progress_params(self, params: dict[str, Any], partitions: list[Any]) -> dict[str, Any]:
+        """Parameters of this generation's run (an interrupted one resumes only if they match)."""
+        digest = hashlib.sha256()
+        for item in self.inputs:
+            digest.update(canonical_json(item))
+        return {
+            **params,
+            "generation": self.generation,
+            "new_inputs": digest.hexdigest(),
+            "partitions": [self.first_partition, self.first_partition + len(partitions)],
+        }
+
+    def guard(self) -> None:
+        """Run once the lock is held: raise when the manifest is no longer the one planned on
+        (another run added a generation between this run's planning and its lock)."""
+        if self.read_manifest() != self.manifest_bytes:
+            raise TemporaryFailure(
+                f"output {self.url} got a new generation from another run while this one was "
+                "starting; run again (it will only add what is still new)"
+            )
+
+    def record(self, partitions: list[Any], files: list[str]) -> dict[str, Any]:
+        """This generation's entry in the manifest."""
+        return {
+            "generation": self.generation,
+            "partitions": [self.first_partition, self.first_partition + len(partitions)],
+            "inputs": self.inputs,
+            "files": sorted(files),
+        }
+
+    def generations(self) -> list[dict[str, Any]]:
+        """The earlier generations' entries."""
+        return list(((self.manifest or {}).get("incremental") or {}).get("generations") or [])
