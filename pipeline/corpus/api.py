@@ -45,6 +45,8 @@ def export_corpus(
     progress: bool = False,
     command: str | None = None,
     max_reject_fraction: float | None = 0.5,
+    incremental: bool = False,
+    rebuild: bool = False,
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
 
@@ -57,6 +59,10 @@ def export_corpus(
     Raises :class:`~pipeline.errors.DataCheckFailed` (after writing the export, with the
     summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
     was rejected; ``None`` checks only "every record".
+
+    ``incremental=True`` adds only input files the output has not consumed yet, as a new
+    generation (``summary["up_to_date"]`` when there is none; nothing is written then);
+    ``rebuild=True`` exports every input again (after an input changed or went away).
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.runtime.executor import open_executor
@@ -80,6 +86,8 @@ def export_corpus(
         card=card,
         command=command,
         max_reject_fraction=max_reject_fraction,
+        incremental=incremental,
+        rebuild=rebuild,
     )
     plan = plan_corpus_export(spec)
     with open_executor(client=client, workers=workers, in_process=True) as executor:
