@@ -26,6 +26,29 @@ COMMANDS = (
 )
 
 
+# Options of every command (and of ``dexport run`` as a whole, not of its steps).
+COMMON_DESTS = ("report", "log_format", "quiet", "verbose")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--report FILE.json``, ``--log-format text|json`` and ``-q | -v``."""
+    group = parser.add_argument_group("reporting")
+    group.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="write a run report: per step status, exit code, records, bytes, durations, outputs",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr as text lines (default) or one JSON object per line",
+    )
+    level = group.add_mutually_exclusive_group()
+    level.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    level.add_argument("-v", "--verbose", action="store_true", help="more detail")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all sub-commands)."""
     parser = argparse.ArgumentParser(
@@ -38,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
-    from pipeline.commands.common import add_common_args
-
     for command in sub.choices.values():
         add_common_args(command)
     return parser

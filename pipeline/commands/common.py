@@ -7,28 +7,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-# Options of every command (and of ``dexport run`` as a whole, not of its steps).
-COMMON_DESTS = ("report", "log_format", "quiet", "verbose")
-
-
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """``--report FILE.json``, ``--log-format text|json`` and ``-q | -v``."""
-    group = parser.add_argument_group("reporting")
-    group.add_argument(
-        "--report",
-        metavar="FILE.json",
-        help="write a run report: per step status, exit code, records, bytes, durations, outputs",
-    )
-    group.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="stderr as text lines (default) or one JSON object per line",
-    )
-    level = group.add_mutually_exclusive_group()
-    level.add_argument("-q", "--quiet", action="store_true", help="errors only")
-    level.add_argument("-v", "--verbose", action="store_true", help="more detail")
-
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     """``--scheduler | --scheduler-file | --workers`` and ``--backend``."""

@@ -96,7 +96,7 @@ def _options(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.Action
     """Long option name (underscored) → action, and the positional actions, of one parser."""
     options: dict[str, argparse.Action] = {}
     positionals = []
-    from pipeline.commands.common import COMMON_DESTS
+    from pipeline.cli import COMMON_DESTS
 
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction) or action.dest in COMMON_DESTS:
