@@ -48,6 +48,9 @@ from pipeline.io.storage import atomic_open, is_local, join, resolve, write_byte
 MANIFEST = "_manifest.json"
 PROGRESS = ".dexport-progress"
 LOCK = ".dexport-lock"
+TAKEOVER = ".takeover"  # beside the lock, while a run replaces a stale one (local disk)
+TAKEOVER_STALE_S = 30.0
+UNREADABLE_GRACE_S = 2.0  # an empty local lock younger than this is still being written
 LOCK_HEARTBEAT_S = 15.0
 LOCK_STALE_S = float(os.environ.get("DEXPORT_LOCK_STALE_S", "120"))
 # Temporary names of atomic_open: ".{name}.{32 hex}.tmp" beside the final file.
@@ -142,8 +145,12 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock or raise TemporaryFailure naming the run that holds it."""
-        for _ in range(20):  # each retry means another run changed the lock meanwhile
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # each retry: another run changed the lock meanwhile
             held = self._read()
+            if held == {} and self._being_written():
+                time.sleep(0.02)
+                continue
             if held is not None and not _stale(held):
                 self._refuse(held)
             if self._take(held):
@@ -155,6 +162,15 @@ class OutputLock:
                 self._thread.start()
                 return
         raise TemporaryFailure(f"output {self.url} is contended by other dexport runs; retry later")
+
+    def _being_written(self) -> bool:
+        """An unreadable local lock created a moment ago: its run is writing it (not stale)."""
+        if not is_local(self.fs):
+            return False  # an S3 object appears with its content
+        try:
+            return time.time() - os.path.getmtime(self.path) < UNREADABLE_GRACE_S
+        except OSError:
+            return False
 
     def _refuse(self, held: dict[str, Any]) -> None:
         beat = float(held.get("heartbeat", 0))
@@ -177,12 +193,38 @@ class OutputLock:
                     return False
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(self._body())
-            else:
-                write_bytes_atomic(self.fs, self.path, self._body())
+            elif not self._replace_local(held):
+                return False
         elif not self._put_conditional(held):
             return False
         # Another run wrote after us (or took our half-written lock for a stale one).
         return (self._read() or {}).get("run") == self.token
+
+    def _replace_local(self, held: dict[str, Any]) -> bool:
+        """Replace the stale lock ``held`` unless another run replaced it first.
+
+        A rename cannot compare before it writes, so takers of a stale lock first create
+        ``.dexport-lock.takeover`` (``O_EXCL``): the one that does re-reads the lock and replaces
+        it only if it is still the stale one. A mutex left by a run killed in those few
+        microseconds is removed after :data:`TAKEOVER_STALE_S`.
+        """
+        mutex = self.path + TAKEOVER
+        try:
+            os.close(os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if time.time() - os.path.getmtime(mutex) > TAKEOVER_STALE_S:
+                    os.unlink(mutex)
+            time.sleep(0.05)
+            return False
+        try:
+            if self._read() != held:
+                return False
+            write_bytes_atomic(self.fs, self.path, self._body())
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(mutex)
 
     def _put_conditional(self, held: dict[str, Any] | None) -> bool:
         condition = {"IfNoneMatch": "*"} if held is None else {"IfMatch": self._etag or "*"}
@@ -262,6 +304,9 @@ def _notice_take_over(url: str, held: dict[str, Any]) -> None:
     )
 
 
+_LOCK_FILES = (LOCK, LOCK + TAKEOVER)
+
+
 def _stale(held: dict[str, Any]) -> bool:
     if not held:
         return True
@@ -326,7 +371,7 @@ class OutputDir:
             return []
         finally:
             self._forget_listings()  # or files workers write later look missing (on S3)
-        return [r for r in (self._relative(p) for p in found) if r and r != LOCK]
+        return [r for r in (self._relative(p) for p in found) if r and r not in _LOCK_FILES]
 
     def _forget_listings(self) -> None:
         """Drop the folder listings s3fs caches per filesystem object.
