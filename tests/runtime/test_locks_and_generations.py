@@ -12,8 +12,8 @@ import pytest
 from test_output_protocol import Where, _dead_pid, _lock_body, _write, local, where  # noqa: F401
 
 from pipeline.errors import TemporaryFailure
+from pipeline.runtime import lock as lock_module
 from pipeline.runtime import log
-from pipeline.runtime import output as op
 from pipeline.runtime.output import LOCK, MANIFEST, PROGRESS, OutputDir
 
 PARAMS = {"job": "test"}
@@ -80,7 +80,7 @@ def test_taking_over_a_dead_runs_lock_says_so(where: Where, capsys) -> None:  # 
 
 
 def test_heartbeat_keeps_a_conditional_lock_fresh(where: Where, monkeypatch) -> None:  # noqa: F811
-    monkeypatch.setattr(op, "LOCK_HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(lock_module, "LOCK_HEARTBEAT_S", 0.2)
     out = where.out()
     out.lock.acquire()
     try:
