@@ -110,20 +110,32 @@ def run_command(args: argparse.Namespace) -> int:
     )
     report.begin(args.command)
     step = None if args.command == "run" else report.start_step(args.command)
+    target = getattr(args, "report", None)
     with log.capture_stderr():
         try:
             code, message = _call(args)
-            report.end_step(step, code, message)
-        finally:
-            finished = report.finish(locals().get("code", 1))
-        target = getattr(args, "report", None)
-        if target and finished is not None:
-            try:
-                report.write(finished, target)
-            except OSError as exc:
-                log.error(f"cannot write the run report {target} ({_one_line(exc)})")
-                return code or 2
+        except BaseException as exc:  # a bug: its traceback follows, the report says so too
+            report.end_step(step, 1, f"internal error: {_one_line(exc)}")
+            _write_report(report.finish(1), target)
+            raise
+        report.end_step(step, code, message)
+        if not _write_report(report.finish(code), target):
+            return code or 2
     return code
+
+
+def _write_report(finished: object, target: str | None) -> bool:
+    """Write the run report if one was asked for; False when it could not be written."""
+    from pipeline.runtime import log, report
+
+    if not target or finished is None:
+        return True
+    try:
+        report.write(finished, target)  # type: ignore[arg-type]
+    except OSError as exc:
+        log.error(f"cannot write the run report {target} ({_one_line(exc)})")
+        return False
+    return True
 
 
 def _call(args: argparse.Namespace) -> tuple[int, str | None]:

@@ -32,6 +32,7 @@ from pipeline.formats.schema import Schema
 from pipeline.formats.tokenizer import load_token_counter
 from pipeline.io.records import InputPartition, check_fields, first_records, plan_partitions
 from pipeline.io.storage import check_reachable, storage_errors
+from pipeline.runtime import log
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import MANIFEST, PROGRESS, OutputDir, PartRecord, check_disjoint
 from pipeline.runtime.progress import Progress
@@ -196,6 +197,7 @@ def _plan_incremental(spec: CorpusExport, t0: float) -> CorpusPlan:
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     params = spec.params([], payload)
     history, partitions = plan_generation(spec, output, params)
+    log.detail(history.describe("corpus"))
     if partitions:
         _check_inside(spec, output, partitions)
         _check_fields(spec, partitions)

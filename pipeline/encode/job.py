@@ -39,6 +39,7 @@ from pipeline.formats.indexed_dataset import token_dtype_for_vocab
 from pipeline.formats.record_checks import reject_problem
 from pipeline.formats.tokenizer import TokenizerPayload, load_tokenizer, payload_from_tokenizer
 from pipeline.io.storage import check_reachable, storage_errors
+from pipeline.runtime import log
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -179,6 +180,7 @@ class EncodeJob:
         target.staging.lock.ensure_free()  # a running encode: exit 3 before reading anything
         self._load_tokenizer()
         history, partitions = plan_generation(self, target, self.params())
+        log.detail(history.describe("encode"))
         for out in self._outputs():
             check_disjoint(out, sorted({p.path for p in partitions}), self.storage_options)
         if partitions and self.field:

@@ -188,6 +188,15 @@ class History:
             "partitions": [self.first_partition, self.first_partition + len(partitions)],
         }
 
+    def describe(self, job: str) -> str:
+        """One line for ``-v``: what this run found."""
+        new = [i.get("path", "?").rsplit("/", 1)[-1] for i in self.inputs]
+        shown = ", ".join(new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        return (
+            f"dexport {job}: {self.url}: generation {self.generation}, {self.unchanged} inputs "
+            f"already consumed, {len(new)} new{': ' + shown if new else ''}"
+        )
+
     def guard(self) -> None:
         """Run once the lock is held: raise when the manifest is no longer the one planned on
         (another run added a generation between this run's planning and its lock)."""

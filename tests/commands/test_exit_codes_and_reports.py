@@ -142,6 +142,7 @@ def test_log_format_json_quiet_and_verbose(inputs: Path, tmp_path: Path, capsys)
     assert main(["run", str(job), "-v"]) == 0
     err = capsys.readouterr().err
     assert "  dexport corpus " in err and "is up to date" in err  # the step's command line
+    assert "1 inputs already consumed, 0 new" in err
 
     write_docs(inputs / "2026-04-01.jsonl", 3)
     assert main(["corpus", str(inputs), "--out", str(out), "--incremental", "-q"]) == 2
