@@ -27,6 +27,29 @@ COMMANDS = (
 )
 
 
+# Options of every command (and of ``dexport run`` as a whole, not of its steps).
+COMMON_DESTS = ("report", "log_format", "quiet", "verbose")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--report FILE.json``, ``--log-format text|json`` and ``-q | -v``."""
+    group = parser.add_argument_group("reporting")
+    group.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="write a run report: per step status, exit code, records, bytes, durations, outputs",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr as text lines (default) or one JSON object per line",
+    )
+    level = group.add_mutually_exclusive_group()
+    level.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    level.add_argument("-v", "--verbose", action="store_true", help="more detail")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all sub-commands)."""
     parser = argparse.ArgumentParser(
@@ -39,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
+    for command in sub.choices.values():
+        add_common_args(command)
     return parser
 
 
@@ -61,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     # collector would walk them again and again (~0.1 s): it stays off until tasks run
     # (``pipeline.runtime.runner`` turns it back on).
     gc.disable()
-    logging.basicConfig(level=logging.WARNING, format="dexport: %(message)s")
+    from pipeline.runtime.log import CurrentStderr
+
+    logging.basicConfig(
+        level=logging.WARNING, format="dexport: %(message)s", stream=CurrentStderr()
+    )
     return run_command(build_parser().parse_args(argv))
 
 
@@ -69,42 +98,86 @@ def run_command(args: argparse.Namespace) -> int:
     """Call ``args.func(args)``; errors the user can act on become one stderr line and a status.
 
     Shared by :func:`main` and ``dexport run`` (each job step), so both map errors the same way.
+    The outermost call also sets up logging (``-q``/``-v``, ``--log-format``) and writes the run
+    report (``--report``); every call is one step of that report (``run`` itself is not).
     """
+    from pipeline.runtime import log, report
+
+    if report.current() is not None:  # a step of `dexport run`
+        step = report.start_step(args.command)
+        code, message = _call(args)
+        report.end_step(step, code, message)
+        return code
+    log.configure(
+        quiet=getattr(args, "quiet", False),
+        verbose=getattr(args, "verbose", False),
+        fmt=getattr(args, "log_format", "text"),
+    )
+    report.begin(args.command)
+    step = None if args.command == "run" else report.start_step(args.command)
+    target = getattr(args, "report", None)
+    with log.capture_stderr():
+        try:
+            code, message = _call(args)
+        except BaseException as exc:  # a bug: its traceback follows, the report says so too
+            report.end_step(step, 1, f"internal error: {_one_line(exc)}")
+            _write_report(report.finish(1), target)
+            raise
+        report.end_step(step, code, message)
+        if not _write_report(report.finish(code), target):
+            return code or 2
+    return code
+
+
+def _write_report(finished: object, target: str | None) -> bool:
+    """Write the run report if one was asked for; False when it could not be written."""
+    from pipeline.runtime import log, report
+
+    if not target or finished is None:
+        return True
     try:
-        return int(args.func(args) or 0)
+        report.write(finished, target)  # type: ignore[arg-type]
+    except OSError as exc:
+        log.error(f"cannot write the run report {target} ({_one_line(exc)})")
+        return False
+    return True
+
+
+def _call(args: argparse.Namespace) -> tuple[int, str | None]:
+    """``(exit status, error line)`` of ``args.func(args)``."""
+    from pipeline.runtime import log
+
+    def fail(code: int, message: str) -> tuple[int, str]:
+        log.error(message)
+        return code, message
+
+    try:
+        return int(args.func(args) or 0), None
     except PermissionError as exc:
-        print(
-            f"dexport: error: permission denied ({_one_line(exc)}); "
-            "check credentials or --storage-options",
-            file=sys.stderr,
+        return fail(
+            2,
+            f"permission denied ({_one_line(exc)}); check credentials or --storage-options",
         )
-        return 2
     except FileNotFoundError as exc:
-        print(f"dexport: error: not found ({_one_line(exc)}); check the path", file=sys.stderr)
-        return 2
+        return fail(2, f"not found ({_one_line(exc)}); check the path")
     except BrokenPipeError:
         # `dexport inspect … | head`: the reader left; exit quietly like other Unix tools.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return 0, None
     except KeyboardInterrupt:
-        print("dexport: interrupted; re-run with --resume to finish", file=sys.stderr)
-        return 130
+        message = "interrupted; re-run with --resume to finish"
+        log.emit("error", f"dexport: {message}")
+        return 130, message
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(
-            f"dexport: error: no space left ({_one_line(exc)}); "
-            "free space, then re-run with --resume",
-            file=sys.stderr,
-        )
-        return 3
+        return fail(3, f"no space left ({_one_line(exc)}); free space, then re-run with --resume")
     except Exception as exc:
         code = exit_code_of(exc)
         if code is None:
             raise
-        print(f"dexport: error: {_one_line(exc)}", file=sys.stderr)
-        return code
+        return fail(code, _one_line(exc))
 
 
 if __name__ == "__main__":

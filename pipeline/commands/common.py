@@ -164,3 +164,21 @@ def database_inputs(args: argparse.Namespace) -> tuple[list[str], Any]:
         key=getattr(args, "key", None),
     )
     return ([source.masked_url] if source is not None else inputs), source
+
+
+def add_incremental_args(parser: argparse.ArgumentParser, *, unit: str) -> None:
+    """``--incremental`` and ``--rebuild`` (jobs whose output can grow by new inputs)."""
+    group = parser.add_argument_group("incremental runs")
+    group.add_argument(
+        "--incremental",
+        action="store_true",
+        help=(
+            f"add only input files the output has not consumed yet, as a new generation of "
+            f"{unit}; nothing new: 'up to date', exit 0"
+        ),
+    )
+    group.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="with --incremental: export every input again (after an input changed or went away)",
+    )

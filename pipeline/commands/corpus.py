@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.commands.common import (
     add_cluster_args,
     add_database_args,
+    add_incremental_args,
     add_output_args,
     add_reject_args,
     database_inputs,
@@ -117,6 +118,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-card", dest="card", action="store_false", help="do not write README.md and histograms"
     )
+    add_incremental_args(p, unit="split files")
     add_cluster_args(p)
     add_output_args(
         p,
@@ -169,6 +171,8 @@ def build_spec(args: argparse.Namespace) -> Any:
         max_reject_fraction=args.max_reject_fraction,
         database=database,
         backend=args.backend,
+        incremental=args.incremental,
+        rebuild=args.rebuild,
     )
     if split is not None:
         spec.split = split
@@ -204,6 +208,7 @@ def _command_args(args: argparse.Namespace) -> list[str]:
             ("--exact-counts", args.exact_counts),
             ("--parts", args.parts),
             ("--no-card", not args.card),
+            ("--incremental", args.incremental),
         )
         if on
     ]
@@ -235,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 if getattr(exc, "summary", None):
                     print(format_summary(exc.summary), file=sys.stderr)
                 raise
+    note_summary(summary)
     print(format_summary(summary), file=sys.stderr)
     if args.strict and summary["rejected"]:
         print(
@@ -250,6 +256,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The short table printed at the end of a run."""
     docs = summary["documents"]
     done = " (already complete)" if summary.get("already_complete") else ""
+    if summary.get("up_to_date"):
+        return (
+            f"dexport corpus: {summary['out']} is up to date ({summary['inputs']:,} inputs in "
+            f"{summary['generation'] + 1} generation(s), {docs:,} documents); nothing to do"
+        )
+    added = summary.get("added")
+    if added is not None:
+        done += (
+            f", generation {summary['generation']}: {added['inputs']:,} new inputs, "
+            f"{added['documents']:,} documents added"
+        )
     lines = [
         f"dexport corpus: {docs:,} documents -> {summary['out']} "
         f"in {summary['seconds']:.1f} s{done}",
@@ -270,3 +287,21 @@ def format_summary(summary: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:,}" for k, v in summary["rejected_by_reason"].items())
         )
     return "\n".join(lines)
+
+
+def note_summary(summary: dict[str, Any]) -> None:
+    """Put the run's figures into the run report (``--report``)."""
+    from pipeline.runtime import report
+
+    acct = summary.get("accounting") or {}
+    added = summary.get("added")
+    report.note(
+        status="up to date" if summary.get("up_to_date") else "done",
+        records_in=(added or acct).get("input_lines"),
+        records_out=added["documents"] if added else summary["documents"],
+        rejected=added["rejected"] if added else summary["rejected"],
+        bytes=summary.get("bytes"),
+        generation=summary.get("generation"),
+        outputs=[summary["out"]],
+        totals={"documents": summary["documents"], "splits": summary["splits"]},
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.commands.common import (
     add_cluster_args,
     add_database_args,
+    add_incremental_args,
     add_reject_args,
     database_inputs,
     executor_from_args,
@@ -130,6 +131,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help='fsspec/s3fs options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}}\'',
     )
+    add_incremental_args(p, unit="documents appended to the dataset")
     add_cluster_args(p)
     p.set_defaults(func=run)
 
@@ -150,8 +152,25 @@ def run(args: argparse.Namespace) -> int:
                 if getattr(exc, "summary", None):
                     print_summary(exc.summary)
                 raise
+    note_summary(summary)
     print_summary(summary)
     return 1 if args.strict and summary["rejected_total"] else 0
+
+
+def note_summary(summary: dict[str, Any]) -> None:
+    """Put the run's figures into the run report (``--report``)."""
+    from pipeline.runtime import report
+
+    added = summary.get("added")
+    report.note(
+        status="up to date" if summary.get("up_to_date") else "done",
+        records_in=added["records"] if added else summary["records"],
+        records_out=added["documents"] if added else summary["documents"],
+        rejected=added["rejected"] if added else summary["rejected_total"],
+        generation=summary.get("generation"),
+        outputs=[summary["out"]],
+        totals={"documents": summary["documents"], "tokens": summary["tokens"]},
+    )
 
 
 def _job(args: argparse.Namespace) -> Any:
@@ -175,11 +194,21 @@ def _job(args: argparse.Namespace) -> Any:
         max_reject_fraction=args.max_reject_fraction,
         database=database,
         backend=args.backend,
+        incremental=args.incremental,
+        rebuild=args.rebuild,
     )
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     """A short table on stderr."""
+    if summary.get("up_to_date"):
+        print(
+            f"dexport encode: {summary['out']} is up to date ({summary['inputs']:,} inputs in "
+            f"{summary['generation'] + 1} generation(s), {summary['documents']:,} documents); "
+            "nothing to do",
+            file=sys.stderr,
+        )
+        return
     rejected = ", ".join(f"{k} {v:,}" for k, v in summary["rejected"].items()) or "none"
     tok = summary["tokenizer"]
     rows = [
@@ -190,6 +219,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("dtype", summary["dtype"]),
         ("tokenizer", f"{tok['name']} (vocabulary {tok['vocab_size']:,})"),
         ("shards", f"{summary['shards']:,}"),
+        *(
+            [
+                (
+                    "generation",
+                    f"{summary['generation']} (+{summary['added']['documents']:,} documents)",
+                )
+            ]
+            if summary.get("added")
+            else []
+        ),
         ("seconds", f"{summary['seconds']:.2f}"),
         ("tokens/s", f"{summary['tokens_per_s']:,}"),
         ("output", summary["out"]),

@@ -14,7 +14,6 @@ import glob
 import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +96,10 @@ def _options(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.Action
     """Long option name (underscored) → action, and the positional actions, of one parser."""
     options: dict[str, argparse.Action] = {}
     positionals = []
+    from pipeline.cli import COMMON_DESTS
+
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, argparse._HelpAction) or action.dest in COMMON_DESTS:
             continue
         if not action.option_strings:
             positionals.append(action)
@@ -283,15 +284,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"  reads:  {reads or '-'}")
             print(f"  writes: {step.out or '-'}")
         return 0
+    from pipeline.runtime import log, report
+
     parser = build_parser()
     for step in steps:
-        print(f"dexport run: step {step.number}/{total} {step.command}", file=sys.stderr)
+        log.info(f"dexport run: step {step.number}/{total} {step.command}")
+        log.detail(f"  {shlex.join(['dexport', step.command, *step.argv])}")
         code = run_command(parser.parse_args([step.command, *step.argv]))
         if code != 0:
-            print(
+            log.emit(
+                "error",
                 f"dexport run: step {step.number}/{total} {step.command} failed "
                 f"(exit {code}); later steps not run",
-                file=sys.stderr,
             )
+            for later in steps[step.number :]:
+                report.skipped(later.command)
             return code
     return 0

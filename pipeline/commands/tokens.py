@@ -312,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
     # cluster to start and the byte table loaded once.
     with executor_from_args(args, tasks=prepared.n_parts, threads=True) as executor:
         summary = run_token_export(prepared, executor)
+    from pipeline.runtime import report
+
+    report.note(records_out=summary["records"], bytes=summary["bytes"], outputs=[summary["out"]])
     print_summary(summary)
     return 0
 

@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
             f"{args.path} is not an export: no valid record and no _manifest.json (first "
             f"problem: {first}); pass a folder or file written by dexport tokens/corpus"
         )
+    from pipeline.runtime import report as run_report
+
+    run_report.note(
+        records_in=sum(s.documents + s.error_count for s in report.splits),
+        rejected=sum(s.error_count for s in report.splits),
+    )
     print(
         json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
         if args.json

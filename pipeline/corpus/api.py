@@ -49,6 +49,8 @@ def export_corpus(
     query: str | None = None,
     key: str | None = None,
     backend: str = "cpu",
+    incremental: bool = False,
+    rebuild: bool = False,
 ) -> dict[str, Any]:
     """Export curated records as train/validation/test files with statistics and a card.
 
@@ -66,6 +68,10 @@ def export_corpus(
     summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
     was rejected; ``None`` checks only "every record". ``backend`` (``cpu``, ``gpu`` or
     ``auto``) is what the partitions compute with; the output bytes are the same.
+
+    ``incremental=True`` adds only input files the output has not consumed yet, as a new
+    generation (``summary["up_to_date"]`` when there is none; nothing is written then);
+    ``rebuild=True`` exports every input again (after an input changed or went away).
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.io.sql import database_source
@@ -96,6 +102,8 @@ def export_corpus(
         max_reject_fraction=max_reject_fraction,
         database=database,
         backend=backend,
+        incremental=incremental,
+        rebuild=rebuild,
     )
     plan = plan_corpus_export(spec)
     with open_executor(

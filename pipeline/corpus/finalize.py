@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.corpus import card as dataset_card
 from pipeline.corpus.histogram import histogram_svg
+from pipeline.corpus.incremental import kept_files
 from pipeline.formats.corpus_stats import SplitStats, dataset_stats
 from pipeline.io.assemble import concatenate, copy_local, join_parquet
 from pipeline.io.storage import atomic_open, is_local, write_bytes_atomic
@@ -35,31 +36,46 @@ def finalize(
     results: list[list[PartRecord]],
     t0: float,
     executor: Any = None,
+    history: Any = None,
+    partitions: list[Any] = (),
 ) -> dict[str, Any]:
     """Publish everything that follows from the part records; returns the run summary.
 
     With an ``executor``, the histograms are drawn by its (otherwise idle) workers while this
-    process joins the split files.
+    process joins the split files. With a ``history`` (incremental runs) the parts become a new
+    generation: the statistics continue from the earlier generations' and the card and
+    manifest list every generation's files (see :mod:`pipeline.corpus.incremental`).
     """
     names = spec.split.names
-    stats_by_split, rejected, accounting = merge_results(names, results)
+    state = history.state if history is not None else None
+    stats_by_split, rejected, accounting = merge_results(names, results, state)
     pictures = _draw_histograms(stats_by_split, executor) if spec.card else {}
-    data_files: dict[str, str] = {}
-    files: list[PartRecord] = []
+    data_files: dict[str, Any] = {}
+    files: list[PartRecord] = [] if history is None else kept_files(history)
+    added: list[PartRecord] = []
     if spec.parts:
         for records in results:
-            files += [
+            added += [
                 PartRecord(r.path, r.rows, r.bytes, r.sha256, {"split": r.extra["split"]})
                 for r in records[:-1]
             ]
         data_files = {name: f"{name}/part-*{task.ext}" for name in names}
     else:
         for i, name in enumerate(names):
-            target = f"{name}{task.ext}"
-            files.append(
+            target = (
+                f"{name}{task.ext}"
+                if history is None
+                else f"{name}/gen-{history.generation:05d}{task.ext}"
+            )
+            added.append(
                 _assemble(output, spec.format, [records[i] for records in results], target, name)
             )
             data_files[name] = target
+    files += added
+    if history is not None and not spec.parts:  # every generation's file, in order
+        data_files = {
+            name: [f.path for f in files if (f.extra or {}).get("split") == name] for name in names
+        }
     for records in results:
         rejects = records[-1]
         if rejects.rows:
@@ -87,20 +103,50 @@ def finalize(
             (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode(),
         )
     ]
+    example = (state or {}).get("example") or _example_json(results)
     if spec.card:
-        extras += _publish_card(output, spec, stats, pictures, data_files, _example(results))
-    if not spec.parts:
+        extras += _publish_card(
+            output, spec, stats, pictures, data_files, json.loads(example) if example else None
+        )
+    if not spec.parts and history is None:
         for name in names:
             if output.fs.exists(output.file(name)):
                 output.fs.rm(output.file(name), recursive=True)
+    elif not spec.parts:  # the split folders hold earlier generations: remove the parts only
+        for records in results:
+            for r in records[:-1]:
+                output.fs.rm(output.file(r.path))
     totals = {
         "documents": stats["total_documents"],
         "rejected": stats["total_rejected"],
         "splits": {n: s.count for n, s in stats_by_split.items()},
         **{k: accounting[k] for k in ("input_lines", "blank_lines")},
     }
-    output.finalize(params, "corpus", files, totals, extras)
-    return _summary(output, stats, files + extras, t0)
+    incremental = None
+    if history is not None:
+        new = [f.path for f in added] + [r[-1].path for r in results if r[-1].rows]
+        incremental = {
+            "generations": [*history.generations(), history.record(list(partitions), new)],
+            "state": {
+                "stats": {n: s.to_json() for n, s in stats_by_split.items()},
+                "rejected": dict(sorted(rejected.items())),
+                "input_lines": accounting["input_lines"],
+                "blank_lines": accounting["blank_lines"],
+                "example": example,
+            },
+        }
+    output.finalize(params, "corpus", files, totals, extras, incremental)
+    summary = _summary(output, stats, files + extras, t0)
+    if history is not None:
+        _, new_rejected, new_accounting = merge_results(names, results)
+        summary["generation"] = history.generation
+        summary["added"] = {
+            "inputs": len(history.inputs),
+            "input_lines": new_accounting["input_lines"],
+            "documents": new_accounting["exported"],
+            "rejected": new_accounting["rejected"],
+        }
+    return summary
 
 
 def _assemble(
@@ -193,12 +239,12 @@ def _publish_card(
     return out
 
 
-def _example(results: list[list[PartRecord]]) -> dict | None:
-    """The first exported record (shortened by the task), to show the record format."""
+def _example_json(results: list[list[PartRecord]]) -> str | None:
+    """The first exported record (shortened by the task, as JSON), to show the record format."""
     for records in results:
         for r in records[:-1]:
             if r.extra.get("example") is not None:
-                return json.loads(r.extra["example"])
+                return r.extra["example"]
     return None
 
 
@@ -220,6 +266,19 @@ def _summary(
     }
 
 
+def up_to_date_summary(output: OutputDir, history: Any, t0: float) -> dict[str, Any]:
+    """Summary of an incremental export none of whose inputs is new (nothing was written)."""
+    summary = existing_summary(output, t0)
+    del summary["already_complete"]
+    return {
+        **summary,
+        "up_to_date": True,
+        "generation": history.generation - 1,
+        "added": {"inputs": 0, "input_lines": 0, "documents": 0, "rejected": 0},
+        "inputs": history.unchanged,
+    }
+
+
 def existing_summary(output: OutputDir, t0: float) -> dict[str, Any]:
     """Summary of an export that is already complete (``--resume`` of a finished run)."""
     manifest = json.loads(output.fs.cat_file(output.file(MANIFEST)))
@@ -229,12 +288,20 @@ def existing_summary(output: OutputDir, t0: float) -> dict[str, Any]:
 
 
 def merge_results(
-    names: tuple[str, ...], results: list[list[PartRecord]]
+    names: tuple[str, ...], results: list[list[PartRecord]], state: dict[str, Any] | None = None
 ) -> tuple[dict[str, SplitStats], Counter, dict[str, int]]:
-    """Statistics per split, rejects by reason and line accounting, merged in partition order."""
-    stats = {name: SplitStats() for name in names}
-    rejected: Counter = Counter()
-    lines = blank = 0
+    """Statistics per split, rejects by reason and line accounting, merged in partition order.
+
+    ``state`` (incremental runs) holds the merged figures of the earlier generations: merging
+    goes on from them in the same order as a from-scratch run (the float sums too, bit for bit).
+    """
+    state = state or {}
+    stats = {
+        name: SplitStats.from_json(state["stats"][name]) if state else SplitStats()
+        for name in names
+    }
+    rejected: Counter = Counter(state.get("rejected") or {})
+    lines, blank = state.get("input_lines", 0), state.get("blank_lines", 0)
     for records in results:
         *split_parts, rejects = records
         for r in split_parts:

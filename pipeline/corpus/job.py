@@ -20,6 +20,7 @@ import numpy as np
 from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.corpus import finalize as corpus_finalize
 from pipeline.corpus import writers as corpus_writers
+from pipeline.corpus.incremental import GENERATION_FILE, plan_generation
 from pipeline.corpus.partition import (
     CorpusTask,
     export_partition,
@@ -32,6 +33,7 @@ from pipeline.formats.schema import Schema
 from pipeline.formats.tokenizer import load_token_counter
 from pipeline.io.records import InputPartition, check_fields, first_records, plan_partitions
 from pipeline.io.storage import check_reachable, storage_errors
+from pipeline.runtime import log
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import MANIFEST, PROGRESS, OutputDir, PartRecord, check_disjoint
 from pipeline.runtime.progress import Progress
@@ -43,6 +45,7 @@ OWNED_NAMES = (
     r"^dataset_stats\.json$",
     r"^README\.md$",
     r"^card/[^/]+\.(svg|png)$",  # histograms (PNG in earlier exports)
+    GENERATION_FILE,
 )
 
 
@@ -69,6 +72,8 @@ class CorpusExport:
     database: Any = None
     # cpu | gpu | auto (or a gpu.backend.Backend): what the partitions compute with; same bytes
     backend: str | Backend = "cpu"
+    incremental: bool = False  # add only new inputs, as a new generation
+    rebuild: bool = False  # incremental: export every input again (changed or gone inputs)
 
     def check(self) -> None:
         """All argument problems in one UserError."""
@@ -105,6 +110,15 @@ class CorpusExport:
             problems.append("--out - is not supported: corpus writes a folder; name one")
         if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
             problems.append(f"unknown backend {self.backend!r} (use cpu, gpu or auto)")
+        if self.rebuild and not self.incremental:
+            problems.append("--rebuild goes with --incremental (use --overwrite otherwise)")
+        if self.incremental and self.split.exact:
+            problems.append(
+                "--incremental needs hash splits: --exact-counts ranks every record of every "
+                "generation at once; drop --exact-counts"
+            )
+        if self.incremental and self.overwrite:
+            problems.append("--incremental with --overwrite: pass --rebuild to export everything")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -113,10 +127,19 @@ class CorpusExport:
         digest = hashlib.sha256()
         for p in partitions:
             digest.update(f"{p.path}\0{p.start}\0{p.end}\n".encode())
+        # An incremental output records its inputs per generation (the manifest's
+        # ``incremental``), so its parameters are only what must stay the same between runs.
+        inputs = (
+            {"incremental": True}
+            if self.incremental
+            else {
+                "inputs": list(self.inputs),
+                "input_digest": digest.hexdigest(),
+                "partitions": len(partitions),
+            }
+        )
         return {
-            "inputs": list(self.inputs),
-            "input_digest": digest.hexdigest(),
-            "partitions": len(partitions),
+            **inputs,
             "schema": self.schema.as_dict(),
             "split": self.split.as_dict(),
             "format": self.format,
@@ -125,7 +148,7 @@ class CorpusExport:
             "tokenizer": None
             if tokenizer is None
             else {"name": tokenizer.name, "sha256": tokenizer.sha256},
-            "chunk_size": self.chunk_size,
+            **({} if self.incremental else {"chunk_size": self.chunk_size}),
             "card": self.card,
             **({"database": self.database.as_params()} if self.database is not None else {}),
         }
@@ -142,6 +165,7 @@ class CorpusPlan:
     tokenizer: Any
     t0: float
     backend: Backend = CPU  # --backend resolved once; every task computes with it
+    history: Any = None  # incremental runs: a runtime.generations.History
 
 
 def plan_corpus_export(spec: CorpusExport) -> CorpusPlan:
@@ -157,6 +181,8 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     backend = resolve_backend(spec.backend)  # --backend gpu without a device: exit 2 here
     files = [] if spec.database is not None else spec.inputs  # a database is no file
     check_reachable([*files, spec.out], spec.storage_options)
+    if spec.incremental:
+        return _plan_incremental(spec, t0, backend)
     partitions = plan_partitions(
         files, spec.storage_options, spec.chunk_size, database=spec.database
     )
@@ -172,6 +198,29 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
     payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
     params = spec.params(partitions, payload)
     return CorpusPlan(spec, partitions, output, params, payload, t0, backend)
+
+
+def _plan_incremental(spec: CorpusExport, t0: float, backend: Backend) -> CorpusPlan:
+    """The new inputs of an incremental export, or an up-to-date plan with no partition."""
+    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + (
+        [spec.tokenizer] if spec.tokenizer else []
+    )
+    check_disjoint(spec.out, inputs, spec.storage_options)
+    output = OutputDir(spec.out, spec.storage_options, owned=OWNED_NAMES)
+    output.lock.ensure_free()  # a running export: exit 3 before reading anything
+    payload = load_token_counter(spec.tokenizer) if spec.tokenizer else None
+    params = spec.params([], payload)
+    history, partitions = plan_generation(spec, output, params)
+    log.detail(history.describe("corpus"))
+    if partitions:
+        _check_inside(spec, output, partitions)
+        _check_fields(spec, partitions)
+    elif not history.up_to_date and history.generation == 0:
+        raise UserError(
+            f"the inputs {', '.join(spec.inputs)} hold no data (every file is empty); pass the "
+            "files that hold the data"
+        )
+    return CorpusPlan(spec, partitions, output, params, payload, t0, backend, history)
 
 
 def _check_fields(spec: CorpusExport, partitions: list[InputPartition]) -> None:
@@ -221,7 +270,10 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
     plan = spec if isinstance(spec, CorpusPlan) else plan_corpus_export(spec)
     spec, partitions, output, params = plan.spec, plan.partitions, plan.output, plan.params
     executor = as_executor(executor)
-    if spec.resume and _finished(output):
+    history = plan.history
+    if history is not None and history.up_to_date:
+        return corpus_finalize.up_to_date_summary(output, history, plan.t0)
+    if spec.resume and history is None and _finished(output):
         output.prepare(params, resume=True)  # refuses a finished run with other parameters
         output.abandon(None)
         return corpus_finalize.existing_summary(output, plan.t0)
@@ -238,11 +290,22 @@ def _run(spec: CorpusExport | CorpusPlan, executor: Any, progress: bool) -> dict
         plan.backend,
     )
     bounds = _rank(executor, partitions, ranks, task, progress) if spec.split.exact else None
-    done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    if history is None:
+        done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
+    else:
+        done = output.prepare_generation(
+            history.progress_params(params, partitions),
+            kept=history.kept_paths(),
+            rebuild=spec.rebuild,
+            guard=history.guard,
+        )
     try:
         results = _export(executor, partitions, ranks, task, bounds, done, progress)
-        _check_not_empty(spec, results)
-        return corpus_finalize.finalize(spec, output, task, params, results, plan.t0, executor)
+        if history is None or history.generation == 0:
+            _check_not_empty(spec, results)  # later generations may add only blank files
+        return corpus_finalize.finalize(
+            spec, output, task, params, results, plan.t0, executor, history, partitions
+        )
     except BaseException as exc:
         output.abandon(exc)
         raise
@@ -266,17 +329,7 @@ def _finished(output: OutputDir) -> bool:
 
 
 def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
-    base = output.url.rstrip("/")
-    inside = [
-        p.path
-        for p in partitions
-        if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")
-    ]
-    if inside:
-        raise UserError(
-            f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
-            "folder"
-        )
+    _check_inside(spec, output, partitions)
     # Refuse early (before an exact-count pass reads everything) when the output is taken:
     # by a running export (exit 3, retry later), or by an earlier one (exit 2).
     output.lock.ensure_free()
@@ -290,6 +343,20 @@ def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputP
                 f"output {output.url} already exists and is not empty; pass --overwrite to replace "
                 "it or --resume to finish an interrupted run"
             )
+
+
+def _check_inside(spec: CorpusExport, output: OutputDir, partitions: list[InputPartition]) -> None:
+    base = output.url.rstrip("/")
+    inside = [
+        p.path
+        for p in partitions
+        if p.path.startswith(base + "/") or p.path.startswith(output.path.rstrip("/") + "/")
+    ]
+    if inside:
+        raise UserError(
+            f"input {inside[0]} lies inside the output {spec.out}; write the export to another "
+            "folder"
+        )
 
 
 def _rank(

@@ -44,6 +44,8 @@ def encode_corpus(
     query: str | None = None,
     key: str | None = None,
     backend: str = "cpu",
+    incremental: bool = False,
+    rebuild: bool = False,
 ) -> dict[str, Any]:
     """Tokenize JSONL/Parquet inputs (files, folders, globs, corpus exports; local or S3) or
     the rows of a database table or query.
@@ -65,6 +67,10 @@ def encode_corpus(
         format: ``"megatron"`` (one merged ``.bin``/``.idx``) or ``"npz"`` (one NPZ shard per
             partition with flat ``tokens`` and ``offsets``).
         overwrite / resume: replace an existing output / finish an interrupted run.
+        incremental: append only input files the dataset has not consumed yet (a new
+            generation; old document ids never change); with nothing new the summary has
+            ``up_to_date=True`` and nothing is written. ``rebuild`` encodes every input again
+            (needed after an input changed or went away).
         storage_options: fsspec/s3fs options for inputs and output.
         client: an existing ``distributed.Client`` (left open); else ``scheduler`` or an
             embedded local cluster of ``workers`` processes; by default threads of this process.
@@ -108,6 +114,8 @@ def encode_corpus(
         max_reject_fraction=max_reject_fraction,
         database=database,
         backend=backend,
+        incremental=incremental,
+        rebuild=rebuild,
     )
     job.check()  # before a cluster is started: bad arguments cost nothing
     with open_executor(

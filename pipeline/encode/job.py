@@ -34,12 +34,14 @@ import numpy as np
 from gpu.array_ops import astype
 from gpu.backend import BACKEND_NAMES, CPU, Backend, resolve_backend
 from pipeline.encode import tokenize as ts
+from pipeline.encode.incremental import merge_totals
 from pipeline.encode.merge import EncodeTarget, ShardNames
 from pipeline.errors import DataCheckFailed, UserError
 from pipeline.formats.indexed_dataset import token_dtype_for_vocab
 from pipeline.formats.record_checks import reject_problem
 from pipeline.formats.tokenizer import TokenizerPayload, load_tokenizer, payload_from_tokenizer
 from pipeline.io.storage import check_reachable, storage_errors
+from pipeline.runtime import log
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -71,12 +73,15 @@ class EncodeJob:
     database: Any = None
     # cpu | gpu | auto (or a gpu.backend.Backend): what packs the shards; the same bytes
     backend: str | Backend = "cpu"
+    incremental: bool = False  # append only new inputs, as a new generation
+    rebuild: bool = False  # incremental: encode every input again (changed or gone inputs)
     # Filled in by check():
     payload: TokenizerPayload | None = None
     options: ts.EncodeOptions | None = None
     dtype: np.dtype | None = None
     partitions: list[Any] | None = None
     compute: Backend | None = None  # ``backend`` resolved
+    history: Any = None  # incremental runs: a runtime.generations.History
 
     def check(self) -> None:
         """Validate arguments, inputs and output, then load the tokenizer (UserError on problems).
@@ -123,9 +128,15 @@ class EncodeJob:
                 "--tokenizer PATH is required (a local Hugging Face tokenizer folder or "
                 "tokenizer.json)"
             )
+        if self.rebuild and not self.incremental:
+            problems.append("--rebuild goes with --incremental (use --overwrite otherwise)")
+        if self.incremental and self.overwrite:
+            problems.append("--incremental with --overwrite: pass --rebuild to encode everything")
         if problems:
             raise UserError("; ".join(problems))
         self.compute = resolve_backend(self.backend)  # --backend gpu without a device: exit 2
+        if self.incremental:
+            return self._check_incremental()
         from pipeline.io.records import check_fields, first_records, plan_partitions
 
         files = [] if self.database is not None else list(self.inputs)  # a database is no file
@@ -139,13 +150,8 @@ class EncodeJob:
         inputs = [i for i in files if not any(c in i for c in "*?[")] + (
             [self.tokenizer] if isinstance(self.tokenizer, str) else []
         )
-        outs = (
-            [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")]
-            if self.format == "megatron"
-            else [self.out]
-        )
         inputs += sorted({part.path for part in partitions}) if files else []
-        for out in outs:
+        for out in self._outputs():
             check_disjoint(out, inputs, self.storage_options)
         target = EncodeTarget(self.out, self.format, self.storage_options)
         target.check(None, overwrite=self.overwrite, resume=self.resume)
@@ -157,7 +163,48 @@ class EncodeJob:
             )
         if self.field:  # a top-level key, dots included (as records.get(field) reads it)
             check_fields(sample, [((self.field,), f"--field {self.field}")])
-        # Only now the slow part: loading the tokenizer.
+        self._load_tokenizer()  # only now the slow part
+        self.partitions = partitions
+        try:
+            target.check(self.params(), overwrite=self.overwrite, resume=self.resume)
+        except BaseException:
+            self.partitions = None  # not checked: a later check() must look again
+            raise
+
+    def _outputs(self) -> list[str]:
+        if self.format == "megatron":
+            return [f"{self.out}{s}" for s in (".bin", ".idx", ".shards")]
+        return [self.out]
+
+    def _check_incremental(self) -> None:
+        """Incremental: compare the inputs with what the dataset consumed; plan the new ones."""
+        from pipeline.encode.incremental import plan_generation
+        from pipeline.io.records import check_fields, first_records
+
+        check_reachable([*self.inputs, self.out], self.storage_options)
+        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
+            [self.tokenizer] if isinstance(self.tokenizer, str) else []
+        )
+        for out in self._outputs():
+            check_disjoint(out, inputs, self.storage_options)
+        target = EncodeTarget(self.out, self.format, self.storage_options)
+        target.staging.lock.ensure_free()  # a running encode: exit 3 before reading anything
+        self._load_tokenizer()
+        history, partitions = plan_generation(self, target, self.params())
+        log.detail(history.describe("encode"))
+        for out in self._outputs():
+            check_disjoint(out, sorted({p.path for p in partitions}), self.storage_options)
+        if partitions and self.field:
+            sample = first_records(partitions, self.storage_options)
+            if not sample.empty:
+                check_fields(sample, [((self.field,), f"--field {self.field}")])
+        if not history.up_to_date and not partitions and history.generation == 0:
+            raise UserError(
+                f"the inputs {', '.join(self.inputs)} hold no data (every file is empty)"
+            )
+        self.history, self.partitions = history, partitions
+
+    def _load_tokenizer(self) -> None:
         if isinstance(self.tokenizer, TokenizerPayload):
             self.payload = self.tokenizer
         elif hasattr(self.tokenizer, "backend_tokenizer"):
@@ -173,18 +220,23 @@ class EncodeJob:
             bos_id=self.bos_id,
         )
         self.dtype = token_dtype_for_vocab(self.payload.vocab_size)
-        self.partitions = partitions
-        try:
-            target.check(self.params(), overwrite=self.overwrite, resume=self.resume)
-        except BaseException:
-            self.partitions = None  # not checked: a later check() must look again
-            raise
 
     def params(self) -> dict[str, Any]:
         """Parameters recorded in the manifest (and compared on ``--resume``)."""
         assert self.payload is not None and self.options is not None and self.dtype is not None
+        # An incremental dataset records its inputs per generation (the manifest's
+        # ``incremental``): its parameters are what must stay the same between runs.
+        inputs = (
+            {"incremental": True}
+            if self.incremental
+            else {
+                "inputs": list(self.inputs),
+                "partition_bytes": self.partition_bytes,
+                "partitions": len(self.partitions or ()),
+            }
+        )
         return {
-            "inputs": list(self.inputs),
+            **inputs,
             "field": self.field,
             "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) else self.payload.name,
             "tokenizer_sha256": self.payload.sha256,
@@ -194,8 +246,6 @@ class EncodeJob:
             "bos_id": self.options.bos_id,
             "format": self.format,
             "dtype": self.dtype.name,
-            "partition_bytes": self.partition_bytes,
-            "partitions": len(self.partitions or ()),
             **({"database": self.database.as_params()} if self.database is not None else {}),
         }
 
@@ -378,22 +428,50 @@ def _run_encode(job: EncodeJob, executor: Any, progress: bool) -> dict[str, Any]
     executor = as_executor(executor)
     params = job.params()
     target = EncodeTarget(job.out, job.format, job.storage_options)
-    done, finished = target.prepare(params, overwrite=job.overwrite, resume=job.resume)
+    history = job.history
+    if history is not None and history.up_to_date:
+        summary = _summary(job, history.manifest["totals"], target, time.perf_counter() - t0)
+        return {
+            **summary,
+            "up_to_date": True,
+            "generation": history.generation - 1,
+            "inputs": history.unchanged,
+        }
+    if history is None:
+        done, finished = target.prepare(params, overwrite=job.overwrite, resume=job.resume)
+    else:
+        done, finished = (
+            target.prepare_generation(
+                history.progress_params(params, job.partitions), history, rebuild=job.rebuild
+            ),
+            None,
+        )
     if finished is not None:  # --resume of a run that already completed: nothing to do
         return _summary(job, finished["totals"], target, time.perf_counter() - t0)
     try:
         shards = _run_shards(executor, job, target, done, progress)
-        totals = _totals(job, shards)
-        if not totals["records"]:
+        added = _totals(job, shards)
+        if not added["records"] and (history is None or history.generation == 0):
             raise UserError(
                 f"the inputs {', '.join(job.inputs)} hold no records (only blank lines); pass "
                 "the files that hold the data"
             )
-        target.finish(params, shards, totals, job.dtype)
+        totals = merge_totals((history.manifest or {}).get("totals") if history else None, added)
+        target.finish(params, shards, totals, job.dtype, history, job.partitions)
     except BaseException as exc:
         target.staging.abandon(exc)
         raise
-    return _summary(job, totals, target, time.perf_counter() - t0)
+    summary = _summary(job, totals, target, time.perf_counter() - t0)
+    if history is not None:
+        summary["generation"] = history.generation
+        summary["added"] = {
+            "inputs": len(history.inputs),
+            "records": added["records"],
+            "documents": added["documents"],
+            "tokens": added["tokens"],
+            "rejected": sum(added["rejected"].values()),
+        }
+    return summary
 
 
 def _run_shards(
@@ -403,16 +481,18 @@ def _run_shards(
     assert job.partitions is not None and job.dtype is not None
     staging = target.staging
     finished: dict[str, list[PartRecord]] = {}
-    for i in range(len(job.partitions)):
-        shard = _completed(ShardNames(i, job.format), done)
+    # A partition's index names its shard: 0, 1, … and, in a later generation of an
+    # incremental dataset, numbered on after the earlier generations' shards.
+    for partition in job.partitions:
+        shard = _completed(ShardNames(partition.index, job.format), done)
         if shard is not None:
-            finished[f"shard-{i:05d}"] = shard
+            finished[f"shard-{partition.index:05d}"] = shard
     tasks = (
         Task(
-            f"shard-{i:05d}",
+            f"shard-{partition.index:05d}",
             (
                 ShardTask(
-                    i,
+                    partition.index,
                     partition,
                     job.format,
                     job.dtype.name,
@@ -424,7 +504,7 @@ def _run_shards(
                 staging.path,
             ),
         )
-        for i, partition in enumerate(job.partitions)
+        for partition in job.partitions
     )
     bar = Progress(len(job.partitions), "dexport encode", unit="shard", enabled=progress)
     # The tokenizer goes last: it is the shared payload, sent to each worker once.

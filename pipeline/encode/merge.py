@@ -166,6 +166,15 @@ class EncodeTarget:
                 self.fs.rm(path)
         return done, None
 
+    def prepare_generation(
+        self, params: dict[str, Any], history: Any, *, rebuild: bool
+    ) -> dict[str, PartRecord]:
+        """Incremental runs: lock, then resume or clear an interrupted generation's shards."""
+        kept = set() if self.megatron or rebuild else history.kept_paths()
+        return self.staging.prepare_generation(
+            params, kept=kept, rebuild=rebuild, guard=history.guard
+        )
+
     # -- after the shards ------------------------------------------------------------------
     def finish(
         self,
@@ -173,45 +182,79 @@ class EncodeTarget:
         shards: list[list[PartRecord]],
         totals: dict[str, Any],
         dtype: np.dtype,
+        history: Any = None,
+        partitions: list[Any] = (),
     ) -> dict[str, Any]:
-        """Publish the result and the manifest (last); return the manifest."""
+        """Publish the result and the manifest (last); return the manifest.
+
+        With a ``history`` (incremental runs) the shards are appended to the earlier
+        generations' documents (see :mod:`pipeline.encode.incremental`).
+        """
+        before = (history.manifest if history is not None else None) or {}
+        incremental = None
+        if history is not None:
+            added = [r.path for shard in shards for r in shard]
+            incremental = {
+                "generations": [*history.generations(), history.record(partitions, added)]
+            }
         if not self.megatron:
+            kept = [PartRecord(**f) for f in before.get("files", [])]
             return self.staging.finalize(
-                params, "encode", [r for shard in shards for r in shard], totals
+                params,
+                "encode",
+                kept + [r for shard in shards for r in shard],
+                totals,
+                incremental=incremental,
             )
         data = [shard[-1] for shard in shards]
         stage = self.staging.file
         bin_path, idx_path = self.finals[".bin"], self.finals[".idx"]
+        old = {f["path"]: f for f in before.get("files", [])}
+        old_bin = old.get(f"{self.name}.bin") or {"bytes": 0, "rows": 0}
         # Empty shards (every record rejected) would break S3's 5 MiB rule for copied parts.
         sources = [stage(r.path) for r in data if r.bytes]
-        if sources:
+        if self._append(bin_path, old_bin["bytes"], sources, f"{self.name}.bin"):
+            pass
+        elif sources:
             concatenate(self.fs, sources, bin_path)
         else:
             write_bytes_atomic(self.fs, bin_path, b"")
         counts = [int(r.extra["documents"]) for r in data]
+        indexes = [stage(r.path[: -len(".bin")] + ".idx") for r in data]
+        old_docs = int(old_bin["rows"])
         with atomic_open(self.fs, idx_path, "wb") as handle:
             idx = HashingWriter(handle)
-            indexes = [stage(r.path[: -len(".bin")] + ".idx") for r in data]
-            write_merged_index(idx, dtype, self._shard_sizes(indexes, counts), sum(counts))
+            sizes = self._shard_sizes(indexes, counts)
+            if old_docs:
+                sizes = self._grown_sizes(idx_path, old_docs, sum(counts), sizes)
+            write_merged_index(idx, dtype, sizes, old_docs + sum(counts))
         files = [
             {
                 "path": f"{self.name}.bin",
-                "rows": sum(counts),
-                "bytes": sum(r.bytes for r in data),
+                "rows": old_docs + sum(counts),
+                "bytes": old_bin["bytes"] + sum(r.bytes for r in data),
                 "sha256": self._bin_sha256(bin_path),
             },
             {
                 "path": f"{self.name}.idx",
-                "rows": sum(counts),
+                "rows": old_docs + sum(counts),
                 "bytes": idx.bytes,
                 "sha256": idx.sha256,
             },
         ]
         rejects = [r for shard in shards for r in shard if r.path.startswith("rejects/")]
-        if rejects:
-            files.append(
-                self._join_rejects([stage(r.path) for r in rejects], sum(r.rows for r in rejects))
-            )
+        old_rejects = old.get(f"{self.name}.rejects.jsonl")
+        new_rows = sum(r.rows for r in rejects)
+        if old_rejects and not rejects:
+            files.append(old_rejects)
+        elif old_rejects:
+            target, name = self.finals[".rejects.jsonl"], old_rejects["path"]
+            self._append(target, old_rejects["bytes"], [stage(r.path) for r in rejects], name)
+            files.append(self._hashed(target, name, old_rejects["rows"] + new_rows))
+        elif rejects:
+            files.append(self._join_rejects([stage(r.path) for r in rejects], new_rows))
+        elif self.fs.exists(self.finals[".rejects.jsonl"]) and history is not None:
+            self.fs.rm(self.finals[".rejects.jsonl"])  # --rebuild: no reject any more
         manifest = {
             "tool": "dexport",
             "version": tool_version(),
@@ -221,18 +264,63 @@ class EncodeTarget:
             "totals": totals,
             # The .bin is these shards back to back: enough to verify it where it was not hashed.
             "shards": [
-                {
-                    "documents": r.extra["documents"],
-                    "tokens": r.extra["tokens"],
-                    "bytes": r.bytes,
-                    "sha256": r.sha256,
-                }
-                for r in data
+                *before.get("shards", []),
+                *(
+                    {
+                        "documents": r.extra["documents"],
+                        "tokens": r.extra["tokens"],
+                        "bytes": r.bytes,
+                        "sha256": r.sha256,
+                    }
+                    for r in data
+                ),
             ],
         }
+        if incremental is not None:
+            manifest["incremental"] = incremental
         write_bytes_atomic(self.fs, self.finals[".manifest.json"], canonical_json(manifest))
         self.staging.discard()
         return manifest
+
+    def _append(self, path: str, old_bytes: int, sources: list[str], name: str) -> bool:
+        """Grow ``path`` (``old_bytes`` long per the manifest) by ``sources``, atomically.
+
+        Returns False when there is nothing to grow (no earlier bytes: the caller writes the
+        file from the sources alone); True when ``path`` now holds the old bytes followed by
+        the sources' — also when an interrupted finish had grown it already (its size says so).
+        """
+        if not old_bytes:
+            return False
+        size = self.fs.size(path) if self.fs.exists(path) else -1
+        new = sum(self.fs.size(p) for p in sources)
+        if size == old_bytes + new:
+            return True  # grown by an interrupted finish of this generation
+        if size != old_bytes:
+            raise UserError(
+                f"{name} has {size} bytes but its manifest says {old_bytes}: it changed outside "
+                "dexport; pass --rebuild to encode every input again"
+            )
+        if sources:
+            concatenate(self.fs, [path, *sources], path)
+        return True
+
+    def _grown_sizes(self, idx_path: str, old_docs: int, new_docs: int, shards: Any) -> Any:
+        """Sequence lengths of the earlier generations (the first ``old_docs`` of the current
+        index, which an interrupted finish may have grown already), then the new shards'."""
+
+        def sizes() -> Iterator[np.ndarray]:
+            head = self.fs.cat_file(idx_path, start=0, end=HEADER_SIZE)
+            (found,) = struct.unpack_from("<Q", head, 18)
+            if head[: len(MAGIC)] != MAGIC or found not in (old_docs, old_docs + new_docs):
+                raise UserError(
+                    f"{idx_path} does not hold the {old_docs} documents its manifest says; pass "
+                    "--rebuild to encode every input again"
+                )
+            raw = self.fs.cat_file(idx_path, start=HEADER_SIZE, end=HEADER_SIZE + 4 * old_docs)
+            yield np.frombuffer(raw, np.int32, old_docs)
+            yield from shards()
+
+        return sizes
 
     def _shard_sizes(self, indexes: list[str], counts: list[int]) -> Any:
         def sizes() -> Iterator[np.ndarray]:
@@ -259,6 +347,14 @@ class EncodeTarget:
             while block := handle.read(COPY_BUFFER):
                 digest.update(block)
         return digest.hexdigest()
+
+    def _hashed(self, path: str, name: str, rows: int) -> dict[str, Any]:
+        digest, size = hashlib.sha256(), 0
+        with self.fs.open(path, "rb") as handle:
+            while block := handle.read(COPY_BUFFER):
+                digest.update(block)
+                size += len(block)
+        return {"path": name, "rows": rows, "bytes": size, "sha256": digest.hexdigest()}
 
     def _join_rejects(self, sources: list[str], rows: int) -> dict[str, Any]:
         target = self.finals[".rejects.jsonl"]

@@ -16,7 +16,7 @@ Rules (the same for every job, on local disk and S3):
 
 - one run per output: a second run (plain, ``--overwrite`` or ``--resume``) is refused with exit
   3 while the lock is held; a lock whose process is gone (same host) or whose heartbeat stopped
-  (:data:`LOCK_STALE_S`) is taken over;
+  (:data:`LOCK_STALE_S`) is taken over (:mod:`pipeline.runtime.lock`);
 - ``--overwrite`` removes only what dexport wrote: the folder must hold dexport's manifest or
   progress marker, and every file in it must be one the manifest, the progress records or the
   job's part names account for; anything else is refused, naming the file;
@@ -33,23 +33,23 @@ import hashlib
 import json
 import os
 import re
-import socket
-import threading
-import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 import fsspec
 
-from pipeline.errors import TemporaryFailure, UserError
+from pipeline.errors import UserError
 from pipeline.io.storage import atomic_open, is_local, join, resolve, write_bytes_atomic
+from pipeline.runtime.lock import (  # noqa: F401  (LOCK_* re-exported: one place to look)
+    LOCK,
+    LOCK_FILES,
+    LOCK_HEARTBEAT_S,
+    LOCK_STALE_S,
+    OutputLock,
+)
 
 MANIFEST = "_manifest.json"
 PROGRESS = ".dexport-progress"
-LOCK = ".dexport-lock"
-LOCK_HEARTBEAT_S = 15.0
-LOCK_STALE_S = float(os.environ.get("DEXPORT_LOCK_STALE_S", "120"))
 # Temporary names of atomic_open: ".{name}.{32 hex}.tmp" beside the final file.
 TEMP_NAME = re.compile(r"(^|/)\.[^/]+\.[0-9a-f]{32}\.tmp$")
 # Part names every job writes (part-00000.jsonl, train/part-00000.jsonl.gz, rejects/…, shard-…).
@@ -104,114 +104,6 @@ def canonical_json(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
 
 
-class OutputLock:
-    """``OUT/.dexport-lock``: one run per output, on local disk and S3, with a heartbeat."""
-
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
-        self.fs, self.path, self.url = fs, path, url
-        self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _body(self) -> bytes:
-        return canonical_json(
-            {
-                "run": self.token,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "heartbeat": time.time(),
-            }
-        )
-
-    def ensure_free(self) -> None:
-        """Raise TemporaryFailure when a live run holds the lock (read-only check)."""
-        held = self._read()
-        if held is not None and not _stale(held):
-            self._refuse(held)
-
-    def acquire(self) -> None:
-        """Take the lock or raise TemporaryFailure naming the run that holds it."""
-        held = self._read()
-        if held is not None and not _stale(held):
-            self._refuse(held)
-        self._take(held)
-
-    def _refuse(self, held: dict[str, Any]) -> None:
-        beat = float(held.get("heartbeat", 0))
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
-        raise TemporaryFailure(
-            f"output {self.url} is in use by another dexport run (pid {held.get('pid')} "
-            f"on {held.get('host')}, alive at {since}); wait for it to finish, "
-            f"or remove {self.url.rstrip('/')}/{LOCK} if that run is gone"
-        )
-
-    def _take(self, held: dict[str, Any] | None) -> None:
-        if is_local(self.fs) and held is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            try:  # O_EXCL: of two runs starting together, exactly one creates the lock
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return self.acquire()
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._body())
-        else:
-            write_bytes_atomic(self.fs, self.path, self._body())
-        # Another run wrote after us (or took our half-written lock for a stale one).
-        if (self._read() or {}).get("run") != self.token:
-            return self.acquire()
-        self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(Exception):
-                write_bytes_atomic(self.fs, self.path, self._body())
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            held = json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
-            return {}  # unreadable: a run died while writing it; treat as stale
-        return held if isinstance(held, dict) else {}
-
-    def release(self) -> None:
-        """Stop the heartbeat and remove the lock (only if it is still ours)."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        with contextlib.suppress(FileNotFoundError):
-            if (self._read() or {}).get("run") == self.token:
-                self.fs.rm(self.path)
-
-
-def _stale(held: dict[str, Any]) -> bool:
-    if not held:
-        return True
-    try:
-        pid, heartbeat = int(held.get("pid", 0)), float(held.get("heartbeat", 0))
-    except (TypeError, ValueError):
-        return True  # not a lock a dexport run wrote: nobody to wait for
-    if held.get("host") == socket.gethostname() and not _pid_alive(pid):
-        return True
-    return time.time() - heartbeat > LOCK_STALE_S
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class OutputDir:
     """An output directory (local or ``s3://``) and the run writing into it.
 
@@ -232,6 +124,7 @@ class OutputDir:
         self.owned = PART_NAMES + tuple(re.compile(p) for p in owned)
         self.lock = OutputLock(self.fs, self.file(LOCK), self.url)
         self.fresh = True  # no finished part of an earlier run is re-used
+        self.kept: set[str] = set()  # files of earlier generations: never removed by this run
         self._made: str | None = None  # the top-most local folder this run created
 
     # -- paths ----------------------------------------------------------------------------
@@ -251,7 +144,7 @@ class OutputDir:
             return []
         finally:
             self._forget_listings()  # or files workers write later look missing (on S3)
-        return [r for r in (self._relative(p) for p in found) if r and r != LOCK]
+        return [r for r in (self._relative(p) for p in found) if r and r not in LOCK_FILES]
 
     def _forget_listings(self) -> None:
         """Drop the folder listings s3fs caches per filesystem object.
@@ -297,6 +190,63 @@ class OutputDir:
         except BaseException:
             self._release_and_tidy()
             raise
+
+    def prepare_generation(
+        self,
+        params: dict[str, Any],
+        *,
+        kept: set[str],
+        rebuild: bool = False,
+        guard: Any = None,
+    ) -> dict[str, PartRecord]:
+        """Incremental runs: lock, keep the published generations, finish or clear an interrupted
+        one; return the parts of this generation already completed.
+
+        ``kept`` are the files the current manifest lists (never removed, whatever happens);
+        ``guard()`` runs once the lock is held and raises if the output changed since the run
+        planned on it. An interrupted run of the same generation (same ``params``) is resumed;
+        one with other parameters (more inputs have arrived since) is cleared first.
+        ``rebuild`` removes everything dexport wrote (as ``--overwrite``).
+        """
+        self._check_writable()
+        self._made = _first_missing(self.path) if is_local(self.fs) else None
+        self.lock.acquire()
+        try:
+            if guard is not None:
+                guard()
+            existing = self.listing()
+            if rebuild and existing:
+                self._remove(self.owned_files(existing))
+                existing = self.listing()
+            self.kept = set(kept) | ({MANIFEST} if kept else set())
+            progress = f"{PROGRESS}/params.json"
+            if progress in existing:
+                previous = self._read_json(progress)
+                if previous == json.loads(canonical_json(params)):
+                    done = self._completed_parts(params, existing)
+                    self.fresh = not done
+                    return done
+                self._remove(self._leftovers(existing))  # another generation, interrupted
+            else:
+                self._remove([rel for rel in existing if TEMP_NAME.search(rel)])
+            write_bytes_atomic(self.fs, self.file(progress), canonical_json(params))
+            return {}
+        except BaseException:
+            self._release_and_tidy()
+            raise
+
+    def _leftovers(self, existing: list[str]) -> list[str]:
+        """Files of an unfinished run (progress, temporaries, its parts), kept files excepted."""
+        return [
+            rel
+            for rel in existing
+            if rel not in self.kept
+            and (
+                rel.startswith(f"{PROGRESS}/")
+                or TEMP_NAME.search(rel)
+                or any(p.match(rel) for p in self.owned)
+            )
+        ]
 
     def _check_writable(self) -> None:
         try:
@@ -415,8 +365,13 @@ class OutputDir:
         parts: list[PartRecord],
         totals: dict[str, Any],
         extra_files: list[PartRecord] = (),
+        incremental: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write ``_manifest.json`` (last), drop the progress records and release the lock."""
+        """Write ``_manifest.json`` (last), drop the progress records and release the lock.
+
+        ``incremental`` (generations and the state to extend them) goes into the manifest of an
+        incremental output.
+        """
         files = sorted([*parts, *extra_files], key=lambda r: r.path)
         manifest = {
             "tool": "dexport",
@@ -426,6 +381,8 @@ class OutputDir:
             "files": [asdict(r) for r in files],
             "totals": totals,
         }
+        if incremental is not None:
+            manifest["incremental"] = incremental
         write_bytes_atomic(self.fs, self.file(MANIFEST), canonical_json(manifest))
         self.drop_progress()
         self.lock.release()
@@ -445,16 +402,7 @@ class OutputDir:
         """
         try:
             if isinstance(exc, UserError) and self.fresh:
-                existing = self.listing()
-                self._remove(
-                    [
-                        rel
-                        for rel in existing
-                        if rel.startswith(f"{PROGRESS}/")
-                        or TEMP_NAME.search(rel)
-                        or any(p.match(rel) for p in self.owned)
-                    ]
-                )
+                self._remove(self._leftovers(self.listing()))
         finally:
             self._release_and_tidy()
 
