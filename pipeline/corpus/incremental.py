@@ -21,12 +21,11 @@ exact-count splits rank every record of every generation, so they are refused.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.io.records import InputPartition, list_input_files, plan_partitions
+from pipeline.io.records import InputPartition
 from pipeline.runtime import generations
 from pipeline.runtime.generations import History
 from pipeline.runtime.output import MANIFEST, PROGRESS, OutputDir, PartRecord, canonical_json
@@ -70,26 +69,26 @@ def plan_generation(
                 f"output {spec.out} already exists and is not an incremental dexport export; "
                 "pass --rebuild to replace it or pick another --out"
             )
-    files = list_input_files(spec.inputs, spec.storage_options)
-    changes = generations.compare(files, generations.consumed_inputs(manifest))
-    changes.refuse(spec.out)
+    new = generations.plan_new_inputs(
+        spec.inputs,
+        spec.storage_options,
+        spec.chunk_size,
+        manifest,
+        spec.out,
+        database=spec.database,
+        rebuild=spec.rebuild,
+    )
     history = History(
         manifest,
         raw,
         generations.generation_count(manifest),
         generations.next_partition(manifest),
-        generations.identify(changes.new),
-        changes.unchanged,
+        new.identities,
+        new.unchanged,
         lambda: _read(output),
         output.url,
     )
-    if history.up_to_date:
-        return history, []
-    planned = plan_partitions(
-        [url for _, _, url in changes.new], spec.storage_options, spec.chunk_size
-    )
-    first = history.first_partition
-    return history, [dataclasses.replace(p, index=first + i) for i, p in enumerate(planned)]
+    return history, new.partitions
 
 
 def _check_manifest(spec: Any, manifest: dict[str, Any], params: dict[str, Any]) -> dict:

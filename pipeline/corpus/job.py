@@ -202,7 +202,8 @@ def _plan(spec: CorpusExport) -> CorpusPlan:
 
 def _plan_incremental(spec: CorpusExport, t0: float, backend: Backend) -> CorpusPlan:
     """The new inputs of an incremental export, or an up-to-date plan with no partition."""
-    inputs = [i for i in spec.inputs if not any(c in i for c in "*?[")] + (
+    files = [] if spec.database is not None else spec.inputs  # a database is no file
+    inputs = [i for i in files if not any(c in i for c in "*?[")] + (
         [spec.tokenizer] if spec.tokenizer else []
     )
     check_disjoint(spec.out, inputs, spec.storage_options)

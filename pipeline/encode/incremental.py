@@ -13,13 +13,11 @@ the new shards are added beside the old ones. ``PREFIX.manifest.json`` (npz:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.io.records import list_input_files, plan_partitions
 from pipeline.runtime import generations
 from pipeline.runtime.generations import History
 from pipeline.runtime.output import canonical_json
@@ -68,25 +66,26 @@ def plan_generation(job: Any, target: Any, params: dict[str, Any]) -> tuple[Hist
                 f"output {job.out} already exists and is not an incremental dexport encode; pass "
                 "--rebuild to replace it or pick another --out"
             )
-    files = list_input_files(list(job.inputs), job.storage_options)
-    changes = generations.compare(files, generations.consumed_inputs(manifest))
-    changes.refuse(job.out)
+    new = generations.plan_new_inputs(
+        list(job.inputs),
+        job.storage_options,
+        job.partition_bytes,
+        manifest,
+        job.out,
+        database=job.database,
+        rebuild=job.rebuild,
+    )
     history = History(
         manifest,
         raw,
         generations.generation_count(manifest),
         generations.next_partition(manifest),
-        generations.identify(changes.new),
-        changes.unchanged,
+        new.identities,
+        new.unchanged,
         lambda: read_manifest(target),
         job.out,
     )
-    if history.up_to_date:
-        return history, []
-    urls = [url for _, _, url in changes.new]
-    planned = plan_partitions(urls, job.storage_options, target_bytes=job.partition_bytes)
-    first = history.first_partition
-    return history, [dataclasses.replace(p, index=first + i) for i, p in enumerate(planned)]
+    return history, new.partitions
 
 
 def merge_totals(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:

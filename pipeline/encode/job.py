@@ -181,8 +181,9 @@ class EncodeJob:
         from pipeline.encode.incremental import plan_generation
         from pipeline.io.records import check_fields, first_records
 
-        check_reachable([*self.inputs, self.out], self.storage_options)
-        inputs = [i for i in self.inputs if not any(c in i for c in "*?[")] + (
+        files = [] if self.database is not None else list(self.inputs)  # a database is no file
+        check_reachable([*files, self.out], self.storage_options)
+        inputs = [i for i in files if not any(c in i for c in "*?[")] + (
             [self.tokenizer] if isinstance(self.tokenizer, str) else []
         )
         for out in self._outputs():
@@ -193,7 +194,8 @@ class EncodeJob:
         history, partitions = plan_generation(self, target, self.params())
         log.detail(history.describe("encode"))
         for out in self._outputs():
-            check_disjoint(out, sorted({p.path for p in partitions}), self.storage_options)
+            paths = sorted({p.path for p in partitions}) if files else []
+            check_disjoint(out, paths, self.storage_options)
         if partitions and self.field:
             sample = first_records(partitions, self.storage_options)
             if not sample.empty:

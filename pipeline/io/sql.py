@@ -70,6 +70,8 @@ class SqlSource:
     key: str
     table: str | None = None
     query: str | None = None
+    # Incremental runs: only rows whose key is above this one (the largest key exported before).
+    after: Any = None
 
     def __repr__(self) -> str:
         return f"SqlSource({self.label!r}, key={self.key!r})"
@@ -275,7 +277,26 @@ def _selectable(conn: Any, source: SqlSource) -> _Selectable:
             f"{', '.join(list(by_name)[:30])}); name a unique column that orders the records"
         )
     key = from_clause.c[source.key]
+    if source.after is not None:  # an incremental run: the rows added since the last one
+        newer = sa.select(*columns).select_from(from_clause).where(key > source.after)
+        from_clause = newer.subquery("newer")
+        columns = list(from_clause.columns)
+        key = from_clause.c[source.key]
     return _Selectable(from_clause, columns, key, parse_json)
+
+
+def count_rows_up_to(source: SqlSource, last: Any) -> int:
+    """Rows whose key is at most ``last`` (an incremental run checks that the rows an earlier
+    run exported are still the ones there)."""
+    import sqlalchemy as sa
+
+    with _connect(source) as conn:
+        try:
+            sel = _selectable(conn, source)
+            query = sa.select(sa.func.count()).select_from(sel.source).where(sel.key <= last)
+            return int(conn.execute(query).scalar_one())
+        except sa.exc.DBAPIError as exc:
+            raise _key_problem(exc, source) from None
 
 
 @dataclass(frozen=True)
@@ -306,8 +327,10 @@ class KeyRanges:
     max_key: Any
 
 
-def plan_key_ranges(source: SqlSource, target_bytes: int) -> KeyRanges:
-    """Cut the rows into key ranges of about ``target_bytes`` each (see the module notes)."""
+def plan_key_ranges(source: SqlSource, target_bytes: int, first_row: int = 0) -> KeyRanges:
+    """Cut the rows into key ranges of about ``target_bytes`` each (see the module notes);
+    rows are numbered from ``first_row`` (an incremental run continues the earlier ones').
+    An incremental source (``after`` set) without new rows gives no partition."""
     import sqlalchemy as sa
 
     if target_bytes <= 0:
@@ -329,6 +352,8 @@ def plan_key_ranges(source: SqlSource, target_bytes: int) -> KeyRanges:
             raise _key_problem(exc, source) from None
         rows, non_null, distinct, min_key, max_key = stats
         problems = []
+        if rows == 0 and source.after is not None:
+            return KeyRanges([], 0, None, None)
         if rows == 0:
             raise UserError(f"{source.label} holds no rows; nothing to export")
         if non_null < rows:
@@ -364,8 +389,8 @@ def plan_key_ranges(source: SqlSource, target_bytes: int) -> KeyRanges:
             SqlPartition(
                 index=i,
                 path=source.label,
-                start=i * per_part,
-                end=rows if last else (i + 1) * per_part,
+                start=first_row + i * per_part,
+                end=first_row + (rows if last else (i + 1) * per_part),
                 source=source,
                 lo=None if i == 0 else lo,
                 hi=None if last else starts[i + 1],

@@ -218,3 +218,98 @@ class History:
     def generations(self) -> list[dict[str, Any]]:
         """The earlier generations' entries."""
         return list(((self.manifest or {}).get("incremental") or {}).get("generations") or [])
+
+
+@dataclass
+class NewInputs:
+    """What an incremental run adds: identities of the new inputs, how many were consumed
+    before, and the partitions to read (numbered from ``first_partition``)."""
+
+    identities: list[dict[str, Any]]
+    unchanged: int
+    partitions: list[Any]
+
+
+def plan_new_inputs(
+    inputs: list[str],
+    storage_options: dict[str, Any],
+    target_bytes: int,
+    manifest: dict[str, Any] | None,
+    out: str,
+    *,
+    database: Any = None,
+    rebuild: bool = False,
+) -> NewInputs:
+    """The inputs an incremental run has to read: new files, or a database's rows above the
+    largest key consumed (``database``: a :class:`pipeline.io.sql.SqlSource`).
+
+    Changed or gone files are refused with one line (:meth:`InputChanges.refuse`); so is a
+    database whose rows up to the watermark are no longer the ones consumed (rows inserted
+    below it or deleted), unless ``rebuild``.
+    """
+    import dataclasses
+
+    from pipeline.io.records import list_input_files, plan_partitions
+
+    first = next_partition(manifest)
+    consumed = consumed_inputs(manifest)
+    if database is not None:
+        return _new_rows(database, target_bytes, consumed, first, out, rebuild)
+    files = list_input_files(inputs, storage_options)
+    changes = compare(files, consumed)
+    if not rebuild:
+        changes.refuse(out)
+    identities = identify(changes.new)
+    planned = (
+        plan_partitions([url for _, _, url in changes.new], storage_options, target_bytes)
+        if identities
+        else []
+    )
+    partitions = [dataclasses.replace(p, index=first + i) for i, p in enumerate(planned)]
+    return NewInputs(identities, changes.unchanged, partitions)
+
+
+def _new_rows(
+    database: Any,
+    target_bytes: int,
+    consumed: list[dict[str, Any]],
+    first: int,
+    out: str,
+    rebuild: bool,
+) -> NewInputs:
+    import dataclasses
+
+    from pipeline.io.sql import count_rows_up_to, plan_key_ranges
+
+    before = [c for c in consumed if c.get("kind") == "database"]
+    rows_before = sum(c["rows"] for c in before)
+    after = before[-1]["last_key"] if before else None
+    if after is not None and not rebuild:
+        now = count_rows_up_to(database, after)
+        if now != rows_before:
+            raise UserError(
+                f"{out} cannot be extended: {database.label} holds {now:,} rows with "
+                f"{database.key} <= {after!r} but {rows_before:,} were exported (rows were added "
+                f"below the largest key exported, or deleted); pass --rebuild to export every "
+                "row again"
+            )
+    ranges = plan_key_ranges(
+        dataclasses.replace(database, after=after), target_bytes, first_row=rows_before
+    )
+    if not ranges.partitions:
+        return NewInputs([], len(before), [])
+    if not isinstance(ranges.max_key, int | float | str):
+        raise UserError(
+            f"--incremental with {database.label} needs a number or text --key to remember the "
+            f"largest key exported (--key {database.key} holds {type(ranges.max_key).__name__} "
+            "values); use an integer id column"
+        )
+    identity = {
+        "kind": "database",
+        "path": database.label,
+        "first_key": ranges.min_key,
+        "last_key": ranges.max_key,
+        "rows": ranges.rows,
+    }
+    partitions = [dataclasses.replace(p, index=first + i) for i, p in enumerate(ranges.partitions)]
+    return NewInputs([identity], len(before), partitions)
