@@ -69,26 +69,17 @@ def plan_generation(
                 f"output {spec.out} already exists and is not an incremental dexport export; "
                 "pass --rebuild to replace it or pick another --out"
             )
-    new = generations.plan_new_inputs(
+    return generations.plan_next_generation(
+        manifest,
+        raw,
+        lambda: _read(output),
+        output.url,
         spec.inputs,
         spec.storage_options,
         spec.chunk_size,
-        manifest,
-        spec.out,
         database=spec.database,
         rebuild=spec.rebuild,
     )
-    history = History(
-        manifest,
-        raw,
-        generations.generation_count(manifest),
-        generations.next_partition(manifest),
-        new.identities,
-        new.unchanged,
-        lambda: _read(output),
-        output.url,
-    )
-    return history, new.partitions
 
 
 def _check_manifest(spec: Any, manifest: dict[str, Any], params: dict[str, Any]) -> dict:

@@ -66,26 +66,17 @@ def plan_generation(job: Any, target: Any, params: dict[str, Any]) -> tuple[Hist
                 f"output {job.out} already exists and is not an incremental dexport encode; pass "
                 "--rebuild to replace it or pick another --out"
             )
-    new = generations.plan_new_inputs(
+    return generations.plan_next_generation(
+        manifest,
+        raw,
+        lambda: read_manifest(target),
+        job.out,
         list(job.inputs),
         job.storage_options,
         job.partition_bytes,
-        manifest,
-        job.out,
         database=job.database,
         rebuild=job.rebuild,
     )
-    history = History(
-        manifest,
-        raw,
-        generations.generation_count(manifest),
-        generations.next_partition(manifest),
-        new.identities,
-        new.unchanged,
-        lambda: read_manifest(target),
-        job.out,
-    )
-    return history, new.partitions
 
 
 def merge_totals(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:

@@ -220,28 +220,21 @@ class History:
         return list(((self.manifest or {}).get("incremental") or {}).get("generations") or [])
 
 
-@dataclass
-class NewInputs:
-    """What an incremental run adds: identities of the new inputs, how many were consumed
-    before, and the partitions to read (numbered from ``first_partition``)."""
-
-    identities: list[dict[str, Any]]
-    unchanged: int
-    partitions: list[Any]
-
-
-def plan_new_inputs(
+def plan_next_generation(
+    manifest: dict[str, Any] | None,
+    manifest_bytes: bytes | None,
+    read_manifest: Any,
+    out: str,
     inputs: list[str],
     storage_options: dict[str, Any],
     target_bytes: int,
-    manifest: dict[str, Any] | None,
-    out: str,
     *,
     database: Any = None,
     rebuild: bool = False,
-) -> NewInputs:
-    """The inputs an incremental run has to read: new files, or a database's rows above the
-    largest key consumed (``database``: a :class:`pipeline.io.sql.SqlSource`).
+) -> tuple[History, list[Any]]:
+    """The next generation of an incremental output: its :class:`History` and the partitions
+    to read (numbered after the earlier generations'): new files, or a database's rows above
+    the largest key consumed (``database``: a :class:`pipeline.io.sql.SqlSource`).
 
     Changed or gone files are refused with one line (:meth:`InputChanges.refuse`); so is a
     database whose rows up to the watermark are no longer the ones consumed (rows inserted
@@ -254,29 +247,32 @@ def plan_new_inputs(
     first = next_partition(manifest)
     consumed = consumed_inputs(manifest)
     if database is not None:
-        return _new_rows(database, target_bytes, consumed, first, out, rebuild)
-    files = list_input_files(inputs, storage_options)
-    changes = compare(files, consumed)
-    if not rebuild:
-        changes.refuse(out)
-    identities = identify(changes.new)
-    planned = (
-        plan_partitions([url for _, _, url in changes.new], storage_options, target_bytes)
-        if identities
-        else []
+        identities, unchanged, planned = _new_rows(database, target_bytes, consumed, out, rebuild)
+    else:
+        files = list_input_files(inputs, storage_options)
+        changes = compare(files, consumed)
+        if not rebuild:
+            changes.refuse(out)
+        identities, unchanged = identify(changes.new), changes.unchanged
+        urls = [url for _, _, url in changes.new]
+        planned = plan_partitions(urls, storage_options, target_bytes) if urls else []
+    history = History(
+        manifest,
+        manifest_bytes,
+        generation_count(manifest),
+        first,
+        identities,
+        unchanged,
+        read_manifest,
+        out,
     )
-    partitions = [dataclasses.replace(p, index=first + i) for i, p in enumerate(planned)]
-    return NewInputs(identities, changes.unchanged, partitions)
+    return history, [dataclasses.replace(p, index=first + i) for i, p in enumerate(planned)]
 
 
 def _new_rows(
-    database: Any,
-    target_bytes: int,
-    consumed: list[dict[str, Any]],
-    first: int,
-    out: str,
-    rebuild: bool,
-) -> NewInputs:
+    database: Any, target_bytes: int, consumed: list[dict[str, Any]], out: str, rebuild: bool
+) -> tuple[list[dict[str, Any]], int, list[Any]]:
+    """(identities, inputs consumed before, partitions) of the rows above the watermark."""
     import dataclasses
 
     from pipeline.io.sql import count_rows_up_to, plan_key_ranges
@@ -297,7 +293,7 @@ def _new_rows(
         dataclasses.replace(database, after=after), target_bytes, first_row=rows_before
     )
     if not ranges.partitions:
-        return NewInputs([], len(before), [])
+        return [], len(before), []
     if not isinstance(ranges.max_key, int | float | str):
         raise UserError(
             f"--incremental with {database.label} needs a number or text --key to remember the "
@@ -311,5 +307,4 @@ def _new_rows(
         "last_key": ranges.max_key,
         "rows": ranges.rows,
     }
-    partitions = [dataclasses.replace(p, index=first + i) for i, p in enumerate(ranges.partitions)]
-    return NewInputs([identity], len(before), partitions)
+    return [identity], len(before), ranges.partitions
