@@ -43,6 +43,9 @@ DTYPE_BY_CODE: dict[int, np.dtype] = {
     8: np.dtype(np.uint16),
 }
 CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
+# From this many ranges on (a chunk of windows), the compiled read loop; below it, pread from
+# Python (a small job does not load compiled code for a few reads).
+COMPILED_READ_MIN_RANGES = 256
 
 
 def token_dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -199,10 +202,10 @@ class IndexedDataset:
     def read(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Concatenate token ranges ``[starts[k], starts[k] + lengths[k])`` (in tokens).
 
-        Locally each range is read with ``pread`` straight into the result: a memory map kept
-        open would keep every page a worker ever touched in its resident memory, which grows
-        with the dataset and makes Dask pause the worker. Remotely one batch of byte-range
-        requests.
+        Locally each range is read with ``pread`` straight into the result (many ranges, a chunk
+        of windows, from compiled code: ``gpu.file_gather``): a memory map kept open would keep
+        every page a worker ever touched in its resident memory, which grows with the dataset
+        and makes Dask pause the worker. Remotely one batch of byte-range requests.
         """
         starts = np.asarray(starts, np.int64)
         lengths = np.asarray(lengths, np.int64)
@@ -215,22 +218,7 @@ class IndexedDataset:
         b0 = starts[keep] * item
         nbytes = lengths[keep] * item
         if self._local:
-            view = memoryview(out).cast("B")
-            pos = 0
-            fd = os.open(self.bin_path, os.O_RDONLY)
-            try:
-                for offset, size in zip(b0.tolist(), nbytes.tolist(), strict=True):
-                    done = 0
-                    while done < size:
-                        got = os.preadv(fd, [view[pos + done : pos + size]], offset + done)
-                        if got <= 0:
-                            raise UserError(
-                                f"{self.bin_path} ended early; the file is truncated, re-copy it"
-                            )
-                        done += got
-                    pos += size
-            finally:
-                os.close(fd)
+            self._read_local(b0, nbytes, out.view(np.uint8))
             return out
         n = len(b0)
         blobs = self.fs.cat_ranges([self.bin_path] * n, b0.tolist(), (b0 + nbytes).tolist())
@@ -238,6 +226,34 @@ class IndexedDataset:
             if isinstance(blob, Exception):
                 raise blob
         return np.frombuffer(b"".join(blobs), self.dtype)
+
+    def _read_local(self, b0: np.ndarray, nbytes: np.ndarray, out: np.ndarray) -> None:
+        fd = os.open(self.bin_path, os.O_RDONLY)
+        try:
+            first_unread = 0
+            if len(b0) >= COMPILED_READ_MIN_RANGES:
+                from gpu.file_gather import pread_ranges
+
+                first_unread = pread_ranges(fd, b0, nbytes, out)
+                if first_unread < 0:
+                    return
+            # Few ranges (no compiled code to load for them), or the range the compiled loop
+            # could not read: here a short read names the truncated file, an error is raised.
+            view = memoryview(out)
+            pos = int(nbytes[:first_unread].sum())
+            rest = zip(b0[first_unread:].tolist(), nbytes[first_unread:].tolist(), strict=True)
+            for offset, size in rest:
+                got_total = 0
+                while got_total < size:
+                    got = os.preadv(fd, [view[pos + got_total : pos + size]], offset + got_total)
+                    if got <= 0:
+                        raise UserError(
+                            f"{self.bin_path} ended early; the file is truncated, re-copy it"
+                        )
+                    got_total += got
+                pos += size
+        finally:
+            os.close(fd)
 
     def sequence(self, i: int) -> np.ndarray:
         """Tokens of sequence ``i``."""
