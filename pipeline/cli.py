@@ -84,14 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for errors the user can fix)."""
     # Start-up (imports, tokenizer and index loading) makes long-lived objects only, and the
     # collector would walk them again and again (~0.1 s): it stays off until tasks run
-    # (``pipeline.runtime.runner`` turns it back on).
+    # (``pipeline.runtime.runner`` turns it back on), and as it was for a caller in-process.
+    collecting = gc.isenabled()
     gc.disable()
-    from pipeline.runtime.log import CurrentStderr
+    try:
+        from pipeline.runtime.log import CurrentStderr
 
-    logging.basicConfig(
-        level=logging.WARNING, format="dexport: %(message)s", stream=CurrentStderr()
-    )
-    return run_command(build_parser().parse_args(argv))
+        logging.basicConfig(
+            level=logging.WARNING, format="dexport: %(message)s", stream=CurrentStderr()
+        )
+        return run_command(build_parser().parse_args(argv))
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def run_command(args: argparse.Namespace) -> int:
