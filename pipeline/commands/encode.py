@@ -154,7 +154,14 @@ def run(args: argparse.Namespace) -> int:
                 raise
     note_summary(summary)
     print_summary(summary)
-    return 1 if args.strict and summary["rejected_total"] else 0
+    if args.strict and summary["rejected_total"]:
+        where = f"{args.out}.rejects.jsonl" if args.format == "megatron" else f"{args.out}/rejects/"
+        print(
+            f"dexport: {summary['rejected_total']:,} records rejected (--strict); see {where}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def note_summary(summary: dict[str, Any]) -> None:

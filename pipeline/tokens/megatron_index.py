@@ -231,9 +231,12 @@ def _refuse_other_runs(
         return
     keys = {"num_samples": "num_samples", "sequence_length": "seq_len", "random_seed": "seed"}
 
+    def shown(value: Any) -> Any:
+        return "one epoch" if value is None else value  # megatron-core's count for no count
+
     def differences(described: dict[str, Any]) -> list[str]:
         out = [
-            f"{ours}={described.get(theirs)} (not {params[ours]})"
+            f"{ours}={shown(described.get(theirs))} (not {shown(params[ours])})"
             for theirs, ours in keys.items()
             if described.get(theirs) != params[ours]
         ]
@@ -248,7 +251,7 @@ def _refuse_other_runs(
     more = f" and {len(others) - 1} other run(s)" if len(others) > 1 else ""
     raise UserError(
         f"no megatron-core index for split={params['split']}, "
-        f"num_samples={params['num_samples']}, seq_len={params['seq_len']}, "
+        f"num_samples={shown(params['num_samples'])}, seq_len={params['seq_len']}, "
         f"seed={params['seed']} in {cache_dir or folder}, which holds "
         f"{entry.path('description')}{more}: closest has {', '.join(differences(described))}; "
         "check --seq-len, --seed and --num-samples/--train-iters/--batch-size against the "

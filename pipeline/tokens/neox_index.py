@@ -438,7 +438,7 @@ def _check_cached(
                 f"cached GPT-NeoX index {paths[kind]} is {array.dtype}{list(array.shape)}, "
                 f"expected {dtype}{list(shape)}: "
                 "it is corrupt or belongs to another dataset, splits or run; delete it to rebuild "
-                "or pass another index_prefix"
+                "or pass another --index folder (batch_info_save_prefix in the API)"
             )
     last = int(sample_idx[-1, 0])
     if packing == "packed":

@@ -144,6 +144,11 @@ def make_selection(
         return Selection(kind, ids, 0, len(ids), batch_size)
     lo, hi = (int(x) for x in value)
     flag = "--" + kind.replace("_", "-")
+    if lo >= hi:
+        raise SelectionOutOfRange(
+            f"{flag} {lo}:{hi} is empty: the start must be below the end (START:END, the end is "
+            "exclusive)"
+        )
     if kind == "batch_range":
         n_batches = total // batch_size
         if not 0 <= lo < hi <= n_batches:

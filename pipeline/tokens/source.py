@@ -56,6 +56,10 @@ class TrainingRun:
             problems.append("--train-iters needs --batch-size B")
         if self.num_samples is not None and self.num_samples <= 0:
             problems.append("--num-samples must be positive")
+        if self.batch_size is not None and self.batch_size <= 0:
+            problems.append("--batch-size must be a positive integer")
+        if self.train_iters is not None and self.train_iters <= 0:
+            problems.append("--train-iters must be a positive integer")
         if self.split not in ("train", "valid", "test"):
             problems.append(f"--split {self.split!r} is not one of train, valid, test")
         if self.convention == "megatron" and self.packing != "packed":

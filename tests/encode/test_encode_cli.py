@@ -88,6 +88,9 @@ def test_round_trip_text_tokens_text(tmp_path, capsys, byte_bpe_tokenizer_path, 
     summary = capsys.readouterr().err
     assert f"documents  {len(texts):,}" in summary and "uint16" in summary
     assert main([*encode, "--resume", "--strict"]) == 1  # finished run re-used; rejects + --strict
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("dexport: ") and "rejected (--strict); see " in last
+    assert last.endswith(f"{prefix}.rejects.jsonl")
 
     out = tmp_path / "texts.jsonl"
     rc = main(

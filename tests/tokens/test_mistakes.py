@@ -242,7 +242,7 @@ def test_non_numeric_sequence_ids(data, tmp_path, capsys, value) -> None:
     ("selection", "match"),
     [
         (["--sequence-range", "0:100000"], r"outside"),
-        (["--sequence-range", "9:3"], r"outside"),
+        (["--sequence-range", "9:3"], r"9:3 is empty: the start must be below the end"),
         (["--batches", "5000"], r"out of range"),
         (["--batch-range", "0:999"], r"outside"),
         (["--sequences", "3,99999"], r"99999 is out of range"),
@@ -271,6 +271,19 @@ def test_range_out_of_bounds(data, tmp_path, capsys, selection, match) -> None:
 def test_zero_or_negative_value(data, tmp_path, capsys, args, match) -> None:
     argv = ["tokens", data / "ds", *RUN, *args, "--all", "--out", tmp_path / "out"]
     fails(capsys, argv, match)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--train-iters", "5", "--batch-size", "-3"], r"--batch-size must be a positive integer"),
+        (["--train-iters", "0", "--batch-size", "4"], r"--train-iters must be a positive integer"),
+    ],
+)
+def test_training_run_counts_must_be_positive(data, tmp_path, capsys, args, match) -> None:
+    argv = ["tokens", data / "ds", "--seq-len", "8", "--seed", "1", *args, "--all"]
+    fails(capsys, [*argv, "--out", tmp_path / "out"], match)
     assert not (tmp_path / "out").exists()
 
 
