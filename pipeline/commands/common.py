@@ -23,7 +23,7 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--workers",
-        type=int,
+        type=_worker_count,
         metavar="N",
         help="worker processes of the embedded local cluster (default: one per core)",
     )
@@ -45,6 +45,17 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         help="RMM memory pool per GPU worker of the embedded GPU cluster: 16GB, or 0.9 of "
         "each GPU's memory",
     )
+
+
+def _worker_count(text: str) -> int:
+    """``--workers N``: at least one (0 would quietly run in this process instead)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (e.g. 4)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def add_output_args(

@@ -290,13 +290,13 @@ def run(args: argparse.Namespace) -> int:
     for step in steps:
         log.info(f"dexport run: step {step.number}/{total} {step.command}")
         log.detail(f"  {shlex.join(['dexport', step.command, *step.argv])}")
-        code = run_command(parser.parse_args([step.command, *step.argv]))
+        # A failing step's one error line names the step and says the job stops there.
+        code = run_command(
+            parser.parse_args([step.command, *step.argv]),
+            label=f"step {step.number}/{total} {step.command}: ",
+            after="; later steps not run" if step.number < total else "",
+        )
         if code != 0:
-            log.emit(
-                "error",
-                f"dexport run: step {step.number}/{total} {step.command} failed "
-                f"(exit {code}); later steps not run",
-            )
             for later in steps[step.number :]:
                 report.skipped(later.command)
             return code

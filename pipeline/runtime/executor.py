@@ -192,7 +192,11 @@ def open_executor(
         yield DaskExecutor(client)
         return
     asked_for_cluster = (
-        scheduler or scheduler_file or workers or protocol == "ucx" or rmm_pool_size is not None
+        scheduler
+        or scheduler_file
+        or workers is not None  # 0 too: the cluster refuses it (one line, exit 2)
+        or protocol == "ucx"
+        or rmm_pool_size is not None
     )
     if not asked_for_cluster and (in_process or (tasks is not None and tasks <= SMALL_JOB_TASKS)):
         if backend == "gpu":

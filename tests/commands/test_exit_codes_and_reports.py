@@ -79,6 +79,10 @@ def test_exit_0_then_0_up_to_date_then_2_changed_input(inputs: Path, tmp_path: P
     assert "changed" in got["steps"][0]["error"]
     errors = [line for line in err if line.startswith("dexport: error: ")]
     assert len(errors) == 1 and "--rebuild" in errors[0], err
+    # The job ends on that one line: which step, why, and that the rest did not run.
+    assert err[-1] == errors[0]
+    assert errors[0].startswith("dexport: error: step 1/2 corpus: ")
+    assert errors[0].endswith("; later steps not run")
 
 
 def test_exit_1_when_the_data_fails_its_checks(inputs: Path, tmp_path: Path) -> None:
@@ -89,6 +93,13 @@ def test_exit_1_when_the_data_fails_its_checks(inputs: Path, tmp_path: Path) -> 
     assert code == 1 and got["exit_code"] == 1
     assert [s["status"] for s in got["steps"]] == ["failed", "not run"]
     assert got["steps"][0]["rejected"] == 1 and got["steps"][0]["records_out"] == 40
+    # --strict says what was rejected; the one error line says which step stopped the job.
+    errors = [line for line in err if line.startswith("dexport: error: ")]
+    assert (
+        errors
+        == [err[-1]]
+        == ["dexport: error: step 1/2 corpus: failed (exit 1); later steps not run"]
+    ), err
 
 
 def test_exit_3_while_a_live_run_holds_the_output(inputs: Path, tmp_path: Path) -> None:
@@ -105,6 +116,7 @@ def test_exit_3_while_a_live_run_holds_the_output(inputs: Path, tmp_path: Path) 
     assert code == 3 and got["steps"][0]["status"] == "retry"
     errors = [line for line in err if line.startswith("dexport: error: ")]
     assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0], err
+    assert errors[0].startswith("dexport: error: step 1/2 corpus: ") and err[-1] == errors[0]
     assert sorted(p.name for p in out.iterdir()) == [".dexport-lock"]
 
 

@@ -150,9 +150,13 @@ def test_failing_step_stops_the_run_with_its_exit_code(
         f"  - corpus: {{inputs: [{small_corpus}], out: {tmp_path / 'never'}}}\n",
     )
     code = main(["run", job])
+    err = capsys.readouterr().err.strip().splitlines()
     assert code != 0
     assert code == main(["validate", str(bad)])
-    err = capsys.readouterr().err
-    assert "step 1/2 validate" in err
-    assert "step 2/2" not in err.replace("later steps not run", "")
+    assert "step 2/2" not in "\n".join(err).replace("later steps not run", "")
+    # One error line, the last: the step's own error, naming the step and what was skipped.
+    errors = [line for line in err if line.startswith("dexport: error: ")]
+    assert errors == [err[-1]], err
+    assert errors[0].startswith("dexport: error: step 1/2 validate: ")
+    assert "is not an export" in errors[0] and errors[0].endswith("; later steps not run")
     assert not (tmp_path / "never").exists()
