@@ -8,6 +8,7 @@ from typing import Any
 from pipeline.commands.common import storage_options
 from pipeline.commands.tokens import (
     add_training_run_args,
+    check_storage,
     dataset_prefix,
     report_order,
     training_run,
@@ -49,6 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the facts, then the chosen records."""
+    from pipeline.io.storage import storage_errors
+
+    with storage_errors():  # storage failures: one line, exit 2 (fix it) or 3 (retry)
+        facts, shown = _collect(args)
+    width = max(map(len, facts))
+    for key, value in facts.items():
+        print(f"{key:<{width}}  {value}")
+    for title, text in shown:
+        print(f"\n== {title}")
+        print(text)
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The facts and each chosen record as (title, tokens or text): every check, every read
+    and every decode happens here, so a refused command prints nothing on stdout."""
     import numpy as np
 
     from pipeline.formats.indexed_dataset import IndexedDataset
@@ -64,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if blend is None and prefix is None:
         raise UserError("give the dataset PREFIX (or a blend: data paths with weights)")
+    check_storage(prefix, run_, storage_options(args))
     dataset = facts = None
     if blend is None:
         dataset = IndexedDataset(prefix, storage_options(args))
@@ -105,6 +123,25 @@ def run(args: argparse.Namespace) -> int:
         detok = Detokenizer.from_pretrained(
             args.tokenizer, skip_special_tokens=args.skip_special_tokens
         )
+    # (title, tokens, the dataset they come from)
+    records: list[tuple[str, Any, str]] = []
+    if args.document is not None:
+        records.append((f"document {args.document}", dataset.sequence(args.document), prefix))
+    elif ids is not None:
+        windows = order.windows(dataset, ids)
+        details = order.doc_details(ids)
+        sources = order.provenance(ids) if blend is not None else None
+        for row, sample_id in enumerate(ids.tolist()):
+            where = ", ".join(f"{k}={int(details[k][row])}" for k in details)
+            source = prefix
+            if sources is not None:
+                source = str(sources[0][row])
+                where = f"dataset {source}, dataset_sample_id={int(sources[1][row])}, " + where
+            records.append((f"sample {sample_id} ({where})", windows[row], source))
+    shown = [
+        (f"{title}: {len(tokens)} tokens", _render(tokens, detok, source))
+        for title, tokens, source in records
+    ]
     if blend is not None:
         report_order(order)
         facts = _blend_facts(order, run_)
@@ -117,23 +154,7 @@ def run(args: argparse.Namespace) -> int:
         facts["samples"] = f"{len(order):,} of {order.window_len} tokens"
         if run_.batch_size:
             facts["batches"] = f"{len(order) // run_.batch_size:,} of {run_.batch_size}"
-    width = max(map(len, facts))
-    for key, value in facts.items():
-        print(f"{key:<{width}}  {value}")
-    if args.document is not None:
-        _show(f"document {args.document}", dataset.sequence(args.document), detok)
-    elif ids is not None:
-        windows = order.windows(dataset, ids)
-        details = order.doc_details(ids)
-        sources = order.provenance(ids) if blend is not None else None
-        for row, sample_id in enumerate(ids.tolist()):
-            where = ", ".join(f"{k}={int(details[k][row])}" for k in details)
-            if sources is not None:
-                where = (
-                    f"dataset {sources[0][row]}, dataset_sample_id={int(sources[1][row])}, " + where
-                )
-            _show(f"sample {sample_id} ({where})", windows[row], detok)
-    return 0
+    return facts, shown
 
 
 def _blend_facts(order: Any, run: Any) -> dict[str, str]:
@@ -157,12 +178,15 @@ def _blend_facts(order: Any, run: Any) -> dict[str, str]:
     return facts
 
 
-def _show(title: str, tokens: Any, detok: Any) -> None:
+def _render(tokens: Any, detok: Any, prefix: str) -> str:
+    """The token ids as a list, or their text when a tokenizer is given (which must know every
+    id: a tokenizer the dataset was not made with is refused, as ``dexport tokens`` does)."""
     import numpy as np
 
-    print(f"\n== {title}: {len(tokens)} tokens")
+    from pipeline.tokens.job import check_vocabulary
+
+    tokens = np.asarray(tokens)
     if detok is None:
-        print(np.asarray(tokens).tolist())
-    else:
-        offsets = np.array([0, len(tokens)], np.int64)
-        print(detok.decode(np.asarray(tokens), offsets)[0])
+        return str(tokens.tolist())
+    check_vocabulary(tokens, detok, prefix)
+    return detok.decode(tokens, np.array([0, len(tokens)], np.int64))[0]

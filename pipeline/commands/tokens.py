@@ -269,6 +269,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export and print its summary."""
+    from pipeline.io.storage import storage_errors
+
+    with storage_errors():  # storage failures: one line, exit 2 (fix it) or 3 (retry)
+        summary = _export(args)
+    from pipeline.runtime import report
+
+    report.note(records_out=summary["records"], bytes=summary["bytes"], outputs=[summary["out"]])
+    print_summary(summary)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> dict:
     from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
     from pipeline.tokens.selection import parse_cli_selection
 
@@ -301,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.tokens.source import open_sample_order
 
         spec.check()  # arguments first: no order is built for a command line that is wrong
+        check_storage(spec.prefix, run_, spec.storage_options, out=spec.out)
         if spec.prefix is not None:
             dataset = IndexedDataset(spec.prefix, spec.storage_options)
         order = open_sample_order(dataset, spec.run, defer_save=True)
@@ -311,12 +324,20 @@ def run(args: argparse.Namespace) -> int:
     # byte-level writers): threads of this process beat worker processes at every size, with no
     # cluster to start and the byte table loaded once.
     with executor_from_args(args, tasks=prepared.n_parts, threads=True) as executor:
-        summary = run_token_export(prepared, executor)
-    from pipeline.runtime import report
+        return run_token_export(prepared, executor)
 
-    report.note(records_out=summary["records"], bytes=summary["bytes"], outputs=[summary["out"]])
-    print_summary(summary)
-    return 0
+
+def check_storage(
+    prefix: str | None, run: TrainingRun | None, options: dict, *, out: str | None = None
+) -> None:
+    """StorageUnreachable (exit 3, in seconds) when the S3 endpoint that holds the dataset, a
+    blend's datasets, the index files or the output does not answer, before any is opened."""
+    from pipeline.io.storage import check_reachable
+
+    urls = [u for u in (prefix, out, run.index_prefix if run is not None else None) if u]
+    if run is not None and run.blend is not None:
+        urls += run.blend.all_prefixes()
+    check_reachable(urls, options)
 
 
 def check_out(out: str) -> None:
@@ -337,14 +358,19 @@ def report_order(order) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    """A short table on stderr (stdout stays free for data)."""
+    """A short table on stderr (stdout stays free for data).
+
+    ``tokens/s`` is the rate of this run's own work; a run that exported nothing (``--resume``
+    of a finished export) has no rate, and the line is left out.
+    """
+    rate = summary["tokens_per_s"]
     rows = [
         ("records", f"{summary['records']:,}"),
         ("tokens", f"{summary['tokens']:,}"),
         ("files", f"{summary['files']:,}"),
         ("bytes", f"{summary['bytes']:,}"),
         ("seconds", f"{summary['seconds']:.2f}"),
-        ("tokens/s", f"{summary['tokens_per_s']:,}"),
+        *([("tokens/s", f"{rate:,}")] if rate else []),
         ("output", summary["out"]),
     ]
     width = max(len(k) for k, _ in rows)

@@ -61,13 +61,13 @@ def plan_generation(
     raw = _read(output)
     manifest = None
     if raw is not None and not spec.rebuild:
-        manifest = _check_manifest(spec, json.loads(raw), params)
+        manifest = _check_manifest(spec, json.loads(raw), params, output)
     elif not spec.rebuild:
         existing = output.listing()
         if existing and f"{PROGRESS}/params.json" not in existing:
             raise UserError(
                 f"output {spec.out} already exists and is not an incremental dexport export; "
-                "pass --rebuild to replace it or pick another --out"
+                + output.takeover_hint(existing, "--rebuild to replace it")
             )
     return generations.plan_next_generation(
         manifest,
@@ -82,11 +82,15 @@ def plan_generation(
     )
 
 
-def _check_manifest(spec: Any, manifest: dict[str, Any], params: dict[str, Any]) -> dict:
+def _check_manifest(
+    spec: Any, manifest: dict[str, Any], params: dict[str, Any], output: OutputDir
+) -> dict:
     if manifest.get("job") != "corpus" or "incremental" not in manifest:
         raise UserError(
-            f"output {spec.out} was not written with --incremental; pass --rebuild to export "
-            "every input again as an incremental output, or pick another --out"
+            f"output {spec.out} was not written with --incremental; "
+            + output.takeover_hint(
+                action="--rebuild to export every input again as an incremental output"
+            )
         )
     before = manifest.get("parameters") or {}
     now = json.loads(canonical_json(params))

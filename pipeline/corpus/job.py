@@ -341,8 +341,7 @@ def _check_output(spec: CorpusExport, output: OutputDir, partitions: list[InputP
             taken = False
         if taken:
             raise UserError(
-                f"output {output.url} already exists and is not empty; pass --overwrite to replace "
-                "it or --resume to finish an interrupted run"
+                f"output {output.url} already exists and is not empty; " + output.takeover_hint()
             )
 
 

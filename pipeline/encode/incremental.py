@@ -48,10 +48,13 @@ def plan_generation(job: Any, target: Any, params: dict[str, Any]) -> tuple[Hist
     if raw is not None and not job.rebuild:
         manifest = json.loads(raw)
         if manifest.get("job") != "encode" or "incremental" not in manifest:
-            raise UserError(
-                f"{job.out} was not written with --incremental; pass --rebuild to encode every "
-                "input again as an incremental dataset, or pick another --out"
+            action = "--rebuild to encode every input again as an incremental dataset"
+            hint = (
+                f"pass {action}, or pick another --out"
+                if target.megatron
+                else target.staging.takeover_hint(action=action)
             )
+            raise UserError(f"{job.out} was not written with --incremental; {hint}")
         before, now = manifest.get("parameters") or {}, json.loads(canonical_json(params))
         if before != now:
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -59,12 +62,20 @@ def plan_generation(job: Any, target: Any, params: dict[str, Any]) -> tuple[Hist
                 f"{job.out} was encoded with other options (differs: {', '.join(changed)}); "
                 "repeat the original options or pass --rebuild"
             )
-    elif raw is None and not job.rebuild:
+    elif raw is None:
         existing, staged = target._state()
-        if existing and not staged:
+        # Files of a dataset prefix without dexport's manifest are the user's: even --rebuild
+        # leaves them alone. A folder (npz) is sorted file by file: --rebuild replaces dexport's.
+        if existing and not staged and (target.megatron or not job.rebuild):
+            names = ", ".join(p.rsplit("/", 1)[-1] for p in existing)
+            hint = (
+                f"{names} was not written by dexport encode (no {target.name}.manifest.json); "
+                "pick another --out prefix or remove those files yourself"
+                if target.megatron
+                else target.staging.takeover_hint(action="--rebuild to replace it")
+            )
             raise UserError(
-                f"output {job.out} already exists and is not an incremental dexport encode; pass "
-                "--rebuild to replace it or pick another --out"
+                f"output {job.out} already exists and is not an incremental dexport encode; {hint}"
             )
     return generations.plan_next_generation(
         manifest,

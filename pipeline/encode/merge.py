@@ -116,8 +116,8 @@ class EncodeTarget:
         if not self.megatron:
             if existing and not (overwrite or resume):
                 raise UserError(
-                    f"output {self.out} already exists and is not empty; pass --overwrite to "
-                    "replace it or --resume to finish an interrupted run"
+                    f"output {self.out} already exists and is not empty; "
+                    + self.staging.takeover_hint()
                 )
             return None
         manifest_path = self.finals[".manifest.json"]
@@ -131,23 +131,26 @@ class EncodeTarget:
                     "to replace it"
                 )
             return finished
+        foreign = bool(existing) and manifest_path not in existing and not staged
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in existing)
+        not_ours = (
+            f"{names} was not written by dexport encode (no {self.name}.manifest.json); "
+            "pick another --out prefix or remove those files yourself"
+        )
         if resume and existing and not staged:
             raise UserError(
-                f"{self.out} holds no interrupted dexport encode run to resume; pass --overwrite "
-                "to replace it"
+                f"{self.out} holds no interrupted dexport encode run to resume; {not_ours}"
             )
         if (existing or staged) and not (overwrite or resume):
             first = (existing or [self.staging.path])[0].rsplit("/", 1)[-1]
-            raise UserError(
-                f"output {self.out} already exists ({first}); pass --overwrite to replace it or "
-                "--resume to finish an interrupted run"
+            hint = (
+                not_ours
+                if foreign
+                else "pass --overwrite to replace it or --resume to finish an interrupted run"
             )
-        if overwrite and existing and manifest_path not in existing and not staged:
-            names = ", ".join(p.rsplit("/", 1)[-1] for p in existing)
-            raise UserError(
-                f"--overwrite refused: {names} was not written by dexport encode (no "
-                f"{self.name}.manifest.json); pick another --out prefix or move those files away"
-            )
+            raise UserError(f"output {self.out} already exists ({first}); {hint}")
+        if overwrite and foreign:
+            raise UserError(f"--overwrite refused: {not_ours}")
         return None
 
     def prepare(

@@ -2,8 +2,9 @@
 
 - JSONL: ``{"index", "batch_id"?, "content", "doc_details"?}`` per line, or nested batches
   ``{"batch_id", "sequences": [record, ...]}``.
-- CSV: header ``index,content[,batch_id][,doc_index_f,doc_index_l,offset_f,offset_l]``; token
-  lists written as ``"[1, 2, 3]"``.
+- CSV: header ``index,content[,batch_id][,dataset,dataset_sample_id]``
+  ``[,doc_index_f,doc_index_l,offset_f,offset_l]`` (``batch_id`` last in API exports); token
+  lists written as ``"[1, 2, 3]"``; ``content`` and ``dataset`` are text, the rest integers.
 - NPZ: ``index`` (1-D) and ``tokens`` (2-D, or flat with ``offsets`` of length n+1) or
   ``text_bytes`` + ``text_offsets``; ``batch_id`` / doc-detail columns as 1-D arrays of length
   n; ``metadata`` a JSON string; loadable with ``allow_pickle=False``.
@@ -25,6 +26,9 @@ import orjson
 from pipeline.formats.exports import Digest, Export, hash_file, iter_lines
 
 DETAILS = ("doc_index_f", "doc_index_l", "offset_f", "offset_l")
+# A blended run's records also name their dataset (text) and the sample id asked of it.
+SOURCES = ("dataset", "dataset_sample_id")
+CSV_TEXT = frozenset({"content", "dataset"})  # every other CSV column holds integers
 
 
 def check_file(export: Export, rel: str, split: Any, digest: Digest, show: int) -> None:
@@ -59,6 +63,11 @@ def record_problem(rec: Any) -> tuple[str | None, int]:
         return f"index must be a non-negative integer (got {index!r})", 0
     if "batch_id" in rec and rec["batch_id"] is not None and type(rec["batch_id"]) is not int:
         return f"batch_id must be an integer (got {rec['batch_id']!r})", 0
+    if ("dataset" in rec or "dataset_sample_id" in rec) and not isinstance(rec.get("dataset"), str):
+        return f"dataset must be the dataset's prefix as text (got {rec.get('dataset')!r})", 0
+    sample_id = rec.get("dataset_sample_id", 0)
+    if type(sample_id) is not int or sample_id < 0:
+        return f"dataset_sample_id must be a non-negative integer (got {sample_id!r})", 0
     content = rec.get("content")
     if isinstance(content, str):
         length = len(content)
@@ -131,7 +140,7 @@ def check_csv(export: Export, path: str, rel: str, split: Any, digest: Digest, s
         rec: dict[str, Any] = {}
         try:
             for name, value in zip(header, row, strict=True):
-                rec[name] = value if name == "content" else int(value)
+                rec[name] = value if name in CSV_TEXT else int(value)
         except ValueError:
             split.error(f"{rel}:{number}: {name} must be an integer (got {value!r})", show)
             continue
@@ -161,7 +170,7 @@ def _check_npz(data: bytes, rel: str, split: Any, show: int) -> None:
     n = len(index)
     problems = [
         f"'{k}' must be 1-D of length {n}"
-        for k in ("batch_id", *DETAILS)
+        for k in ("batch_id", *SOURCES, *DETAILS)
         if k in arrays and arrays[k].shape != (n,)
     ]
     if "metadata" in arrays:

@@ -179,7 +179,7 @@ class OutputDir:
             if existing and not overwrite:
                 raise UserError(
                     f"output {self.url} already exists and is not empty; "
-                    "pass --overwrite to replace it or --resume to finish an interrupted run"
+                    + self.takeover_hint(existing)
                 )
             if existing:
                 self._remove(self.owned_files(existing))
@@ -216,7 +216,7 @@ class OutputDir:
                 guard()
             existing = self.listing()
             if rebuild and existing:
-                self._remove(self.owned_files(existing))
+                self._remove(self.owned_files(existing, flag="--rebuild"))
                 existing = self.listing()
             self.kept = set(kept) | ({MANIFEST} if kept else set())
             progress = f"{PROGRESS}/params.json"
@@ -261,24 +261,54 @@ class OutputDir:
                 "check the credentials or --storage-options"
             ) from None
 
-    def owned_files(self, existing: list[str]) -> list[str]:
+    def owned_files(self, existing: list[str], *, flag: str = "--overwrite") -> list[str]:
         """The files of ``existing`` dexport wrote; UserError when it holds anything else."""
-        manifest = self._read_json(MANIFEST)
-        has_progress = any(p.startswith(f"{PROGRESS}/") for p in existing)
-        if not has_progress and not (
-            isinstance(manifest, dict) and manifest.get("tool") == "dexport"
-        ):
-            sample = ", ".join(sorted(existing)[:3])
+        marked, owned, foreign = self._sort_files(existing)
+        if not marked:
             raise UserError(
-                f"--overwrite refused: {self.url} was not written by dexport "
-                f"(it holds {sample}{' …' if len(existing) > 3 else ''}); "
-                "pick another --out or move those files away"
+                f"{flag} refused: {self.url} was not written by dexport "
+                f"(it holds {_sample(existing)}); pick another --out or move those files away"
             )
-        listed = (
-            {MANIFEST} | {f["path"] for f in (manifest or {}).get("files", [])}
-            if isinstance(manifest, dict)
-            else set()
+        if foreign:
+            raise UserError(
+                f"{flag} refused: {self.url} holds files dexport did not write "
+                f"({', '.join(sorted(foreign)[:3])}); move them away or pick another --out"
+            )
+        return owned
+
+    def takeover_hint(
+        self,
+        existing: list[str] | None = None,
+        action: str = "--overwrite to replace it or --resume to finish an interrupted run",
+    ) -> str:
+        """The end of an "output taken" message: a way out that works.
+
+        ``"pass {action}"`` when dexport wrote everything in the folder (``--overwrite`` and
+        ``--rebuild`` would replace it); otherwise the files dexport did not write and "pick
+        another --out", since ``--overwrite``, ``--resume`` and ``--rebuild`` all leave them.
+        """
+        existing = self.listing() if existing is None else existing
+        marked, _owned, foreign = self._sort_files(existing)
+        if marked and not foreign:
+            return f"pass {action}"
+        if not marked:
+            return (
+                f"it was not written by dexport (it holds {_sample(existing)}); "
+                "pick another --out or remove those files yourself"
+            )
+        return (
+            f"it holds files dexport did not write ({_sample(foreign)}); "
+            "pick another --out or remove them yourself"
         )
+
+    def _sort_files(self, existing: list[str]) -> tuple[bool, list[str], list[str]]:
+        """``(dexport's marker present, files dexport wrote, files it did not)``."""
+        manifest = self._read_json(MANIFEST) if MANIFEST in existing else None
+        has_progress = any(p.startswith(f"{PROGRESS}/") for p in existing)
+        ours = isinstance(manifest, dict) and manifest.get("tool") == "dexport"
+        if not (has_progress or ours):
+            return False, [], list(existing)
+        listed = {MANIFEST} | {f["path"] for f in manifest.get("files", [])} if ours else set()
         owned, foreign = [], []
         for rel in existing:
             mine = (
@@ -288,13 +318,7 @@ class OutputDir:
                 or (has_progress and any(p.match(rel) for p in self.owned))
             )
             (owned if mine else foreign).append(rel)
-        if foreign:
-            raise UserError(
-                f"--overwrite refused: {self.url} holds files dexport did not write "
-                f"({', '.join(sorted(foreign)[:3])}); "
-                "move them away or pick another --out"
-            )
-        return owned
+        return True, owned, foreign
 
     def _read_json(self, relative: str) -> Any:
         try:
@@ -311,13 +335,13 @@ class OutputDir:
             if manifest.get("parameters") != json.loads(canonical_json(params)):
                 raise UserError(
                     f"output {self.url} is a finished run with other parameters; "
-                    "pass --overwrite to replace it"
+                    + self.takeover_hint(existing, "--overwrite to replace it")
                 )
             return {f["path"]: PartRecord(**f) for f in manifest["files"]}
         if f"{PROGRESS}/params.json" not in existing:
             raise UserError(
                 f"output {self.url} holds no interrupted dexport run to resume; "
-                "pass --overwrite to replace it"
+                + self.takeover_hint(existing, "--overwrite to replace it")
             )
         previous = json.loads(self.fs.cat_file(params_path))
         if previous != json.loads(canonical_json(params)):
@@ -424,6 +448,11 @@ class OutputDir:
                 self.fs.rm(self.file(rel))
         if is_local(self.fs):
             _remove_empty_dirs(self.path, keep_root=True)
+
+
+def _sample(names: list[str]) -> str:
+    """Up to three of ``names``, sorted, for a one-line message."""
+    return ", ".join(sorted(names)[:3]) + (" …" if len(names) > 3 else "")
 
 
 def _first_missing(path: str) -> str | None:

@@ -30,6 +30,7 @@ import numpy as np
 from pipeline.errors import NotSupported, UserError
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS
+from pipeline.io.storage import check_reachable, storage_errors
 from pipeline.tokens.blend import Blend
 from pipeline.tokens.blend_order import BlendOrder
 from pipeline.tokens.decode_fallback import DecodeFallback, is_hf_tokenizer
@@ -145,8 +146,12 @@ class DatasetManager:
                 "GPT-NeoX runs always add one extra token; "
                 "use convention='megatron' for add_extra_token_to_seq=0"
             )
+        prefixes = blend.all_prefixes() if blend is not None else [dataset_prefix]
+        # a dead S3 endpoint: StorageUnreachable in seconds, not after botocore's retries
+        check_reachable([*prefixes, batch_info_save_prefix or ""], self.storage_options)
         if blend is None:
-            self.dataset = IndexedDataset(dataset_prefix, self.storage_options)
+            with storage_errors():
+                self.dataset = IndexedDataset(dataset_prefix, self.storage_options)
         self.run = TrainingRun(
             seq_len=train_seq_len,
             seed=seed,
@@ -162,7 +167,8 @@ class DatasetManager:
             storage_options=self.storage_options,
             blend=blend,
         )
-        self.order = open_sample_order(self.dataset, self.run)
+        with storage_errors():  # storage failures: UserError, or TemporaryFailure to retry
+            self.order = open_sample_order(self.dataset, self.run)
         self.export = ExportHandler(self)
         self.sample = SampleHandler(self)
         self.inspect = InspectHandler(self)
@@ -271,17 +277,25 @@ class DatasetManager:
             batch_id_last=True,
             backend=self._backend,
         )
-        prepared = prepare_token_export(
-            spec, dataset=self.dataset, order=None if kind == "documents" else self.order
-        )
-        return run_token_export(prepared, self.executor, progress=False)
+        with storage_errors():
+            prepared = prepare_token_export(
+                spec, dataset=self.dataset, order=None if kind == "documents" else self.order
+            )
+            return run_token_export(prepared, self.executor, progress=False)
 
     def _texts(self, ids: np.ndarray, tokenizer: Any, skip_special_tokens: bool = False) -> list:
-        """Samples ``ids`` decoded exactly as ``tokenizer.decode(window)``."""
-        from pipeline.tokens.job import _detokenizer
+        """Samples ``ids`` decoded exactly as ``tokenizer.decode(window)``; UserError when a
+        window holds an id the tokenizer does not know (not the dataset's tokenizer)."""
+        from pipeline.tokens.job import _detokenizer, check_vocabulary
 
         windows = self.order.windows(self.dataset, ids)
         detok = _detokenizer(self._tokenizer_arg(tokenizer), skip_special_tokens)
+        if isinstance(self.order, BlendOrder):
+            names = self.order.provenance(ids)[0]
+            for name in dict.fromkeys(names.tolist()):
+                check_vocabulary(windows[names == name], detok, name)
+        else:
+            check_vocabulary(windows, detok, self.dataset.prefix)
         n, width = windows.shape
         return detok.decode(windows.reshape(-1), np.arange(n + 1, dtype=np.int64) * width)
 

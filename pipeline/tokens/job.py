@@ -24,8 +24,12 @@ from pipeline.errors import UserError
 from pipeline.formats import token_records as tr
 from pipeline.formats.indexed_dataset import IndexedDataset
 from pipeline.formats.token_formats import FORMATS, format_of_file
-from pipeline.io.compression import compressed, compression_from_name, suffix
-from pipeline.io.storage import join, resolve, write_bytes_atomic
+from pipeline.io.compression import (
+    compressed,
+    compression_from_name,
+    suffix,
+)
+from pipeline.io.storage import check_reachable, join, resolve, write_bytes_atomic
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -33,6 +37,7 @@ from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens import card
 from pipeline.tokens.blend_order import BlendOrder
 from pipeline.tokens.decode_fallback import DecodeFallback
+from pipeline.tokens.ownership import is_token_export
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -175,6 +180,19 @@ def _detokenizer(tokenizer: Any, skip_special_tokens: bool):
     return Detokenizer.from_tokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
 
 
+def check_vocabulary(tokens: np.ndarray, detok: Any, prefix: str | None) -> None:
+    """UserError when ``tokens`` (read from dataset ``prefix``; None: a blend's) hold an id
+    beyond ``detok``'s vocabulary: the tokenizer would decode it to nothing, so it is the
+    wrong tokenizer. Every text path (exports, ``inspect``, the API's samples) checks here."""
+    top = int(np.max(tokens)) if len(tokens) else -1
+    if top >= detok.vocab_size:
+        where = f"{prefix}.bin" if prefix else "the blend's datasets"
+        raise UserError(
+            f"token id {top} in {where} is outside the tokenizer's vocabulary "
+            f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
+        )
+
+
 @dataclass(frozen=True)
 class ChunkTask:
     """What a worker needs for one part: no sample index, only token ranges."""
@@ -250,13 +268,7 @@ def export_chunk(
     flat, offsets = _gather(task)
     text = text_offsets = None
     if spec.content == "text":
-        top = int(flat.max()) if len(flat) else -1
-        if top >= detok.vocab_size:  # the tokenizer would decode it to nothing: wrong tokenizer
-            where = f"{task.prefix}.bin" if task.prefix else "the blend's datasets"
-            raise UserError(
-                f"token id {top} in {where} is outside the tokenizer's vocabulary "
-                f"({detok.vocab_size} ids); pass --tokenizer the one the dataset was made with"
-            )
+        check_vocabulary(flat, detok, task.prefix)
         # The kernel runs on the task's backend (on a GPU: tokens copied to the device once);
         # writers take host bytes, so the result comes back once. A tokenizer without a byte
         # table decodes window by window in Python, on the host whatever the backend.
@@ -394,6 +406,7 @@ def prepare_token_export(
     inputs = [f"{p}.{ext}" for p in prefixes for ext in ("bin", "idx")]
     inputs += [spec.tokenizer] if isinstance(spec.tokenizer, str) else []
     inputs += [spec.run.index_prefix] if spec.run is not None and spec.run.index_prefix else []
+    check_reachable([spec.out, *inputs], spec.storage_options)  # a dead endpoint: exit 3 now
     check_disjoint(spec.out, inputs, spec.storage_options)
     if isinstance(spec.backend, str) and spec.backend != "cpu":
         spec.backend = resolve_backend(spec.backend).name  # "auto" resolved; "gpu" checked
@@ -473,12 +486,14 @@ def run_token_export(
         output.abandon(exc)
         raise
     seconds = time.perf_counter() - t0
+    # The rate of this run's work: parts an earlier run finished (--resume) took no time here.
+    exported = sum(r.extra["tokens"] for r in records if r.path not in done)
     return {
         **totals,
         "files": len(files),
         "out": out_url,
         "seconds": round(seconds, 3),
-        "tokens_per_s": round(totals["tokens"] / seconds) if seconds else 0,
+        "tokens_per_s": round(exported / seconds) if seconds else 0,
     }
 
 
@@ -492,14 +507,34 @@ def _publish_card(
 
 
 def _check_single_target(spec: TokenExport, out_url: str) -> None:
+    """Refuse a single-file ``--out`` that is a folder, or a file dexport may not replace.
+
+    dexport replaces only what it wrote: ``--overwrite`` (and the end of ``--resume``) replaces
+    an existing file only when it is recognisably a dexport token export of its format.
+    """
     fs, path = resolve(out_url, spec.storage_options)
     if fs.isdir(path):
         raise UserError(
             f"output {out_url} is a folder; name a new file, "
             "or a folder without an extension for part files"
         )
-    if fs.exists(path) and not (spec.overwrite or spec.resume):
+    if not fs.exists(path):
+        return
+    flag = "--overwrite" if spec.overwrite else "--resume" if spec.resume else None
+    if not is_token_export(fs, path, spec.format, spec.compression):
+        raise UserError(
+            f"{flag + ' refused: ' if flag else 'output '}{out_url} "
+            f"{'was not written by dexport' if flag else 'already exists (not a dexport export)'}"
+            "; remove it yourself or pick another --out"
+        )
+    if flag is None:
         raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
+    staging = OutputDir(f"{out_url}{STAGING_SUFFIX}", spec.storage_options)
+    if spec.resume and f"{PROGRESS}/params.json" not in staging.listing():
+        raise UserError(
+            f"output {out_url} is a finished dexport export (no interrupted run to finish); "
+            "pass --overwrite to export it again"
+        )
 
 
 def _assemble_single(

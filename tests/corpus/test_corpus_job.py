@@ -354,9 +354,8 @@ def test_missing_input_and_taken_output_exit_2(
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     assert main(["corpus", str(workshop_corpus), "--out", str(taken), "--exact-counts"]) == 2
-    assert "--overwrite" in capsys.readouterr().err and [p.name for p in taken.iterdir()] == [
-        "keep.txt"
-    ]
+    assert "pick another --out" in capsys.readouterr().err
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
 
 
 def test_validate_reports_a_corrupted_export(

@@ -24,7 +24,7 @@ def _error_line(capsys) -> str:
         ("missing tokenizer", "tokenizer .* not found"),
         ("missing input", "does not exist"),
         ("bin suffix", "must be a dataset prefix"),
-        ("existing output", r"already exists \(ds.bin\).*--overwrite"),
+        ("existing output", r"already exists \(ds.bin\).*not written by.*pick another --out"),
         ("eod without eos", "no eos token.*--eod-id"),
     ],
 )

@@ -205,7 +205,7 @@ def test_existing_output_is_refused_without_overwrite_and_left_as_it_was(local: 
     local.put("notes.txt", b"mine")
     (Path(local.url) / "empty" / "deeper").mkdir(parents=True)  # folders count too
     before = local.tree()
-    with pytest.raises(UserError, match="already exists and is not empty; pass --overwrite"):
+    with pytest.raises(UserError, match="already exists and is not empty; it was not written by"):
         local.out().prepare(PARAMS)
     with pytest.raises(UserError, match=r"not written by dexport \(it holds notes.txt\)"):
         local.out().prepare(PARAMS, overwrite=True)

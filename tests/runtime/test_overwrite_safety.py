@@ -198,8 +198,115 @@ def test_tokens_single_file_naming_an_empty_folder_is_refused(project, capsys, m
     refused([*TOKENS, "--out", "e.jsonl", *mode], project, capsys, "e.jsonl is a folder")
 
 
+def _foreign_file(name: str) -> None:
+    """A user's file named ``name``: readable as its format, but not a dexport export."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}), name)
+    elif name.endswith(".npz"):
+        np.savez(name, index=np.arange(3), metadata=np.array('{"tool": "mine"}'))
+    elif name.endswith(".jsonl.gz"):
+        Path(name).write_bytes(gzip.compress(b'{"id": 0, "content": [1, 2]}\n', mtime=0))
+    elif name.endswith(".csv"):
+        Path(name).write_bytes(b"index,text\r\n0,hello\r\n")
+    else:
+        Path(name).write_bytes(NOTES)
+
+
+USER_FILES = ["u.jsonl", "u.jsonl.gz", "u.csv", "u.parquet", "u.npz", "v.parquet", "v.npz"]
+
+
+@pytest.mark.parametrize("name", USER_FILES)
+def test_tokens_single_file_of_the_users_is_never_replaced(project, capsys, name) -> None:
+    if name.startswith("u."):
+        _foreign_file(name)  # the right format, another tool's fields
+    else:
+        Path(name).write_bytes(NOTES)  # not even the format
+    stem = re.escape(name)
+    for mode in ("--overwrite", "--resume"):
+        refused(
+            [*TOKENS, "--out", name, mode],
+            project,
+            capsys,
+            rf"^dexport: error: {mode} refused: {stem} was not written by dexport; "
+            "remove it yourself or pick another --out$",
+        )
+    line = refused([*TOKENS, "--out", name], project, capsys, rf"{stem} already exists")
+    assert "--overwrite" not in line and "pick another --out" in line
+
+
+@pytest.mark.parametrize(
+    "name", ["x.jsonl", "x.jsonl.zst", "x.csv.gz", "x.parquet", "x.npz", "nested.parquet"]
+)
+def test_tokens_overwrite_replaces_its_own_single_file(project, capsys, name) -> None:
+    argv = [*TOKENS, "--out", name]
+    if name.startswith("nested"):
+        argv = ["tokens", "data/ds", "--seq-len", "4", "--seed", "1", "--num-samples", "8"]
+        argv += ["--batch-size", "2", "--batches", "0,1", "--nested", "--out", name]
+    ok(argv, capsys)
+    before = snapshot(project)
+    ok([*argv, "--overwrite"], capsys)
+    assert snapshot(project) == before  # replaced by the same bytes, no staging folder left
+    refused(
+        [*argv, "--resume"],
+        project,
+        capsys,
+        rf"{re.escape(name)} is a finished dexport export .*pass --overwrite",
+    )
+
+
+def test_tokens_summary_rate_counts_only_this_runs_work(project, capsys) -> None:
+    from pipeline.commands.tokens import print_summary
+
+    ok([*TOKENS, "--out", "out"], capsys)
+    rc = main([*TOKENS, "--out", "out", "--resume"])  # finished: nothing exported by this run
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "tokens/s" not in err and re.search(r"^tokens +\d", err, re.M), err
+    summary = {"records": 3, "tokens": 18, "files": 1, "bytes": 9, "seconds": 0.5, "out": "o"}
+    print_summary({**summary, "tokens_per_s": 36})
+    assert re.search(r"^tokens/s +36$", capsys.readouterr().err, re.M)
+
+
+# -- circular hints: every "what to do" names a way out that works -----------------------------
+def test_tokens_resume_on_a_users_folder_says_to_pick_another_out(project, capsys) -> None:
+    _own_folder("out")
+    line = refused([*TOKENS, "--out", "out", "--resume"], project, capsys, "no interrupted")
+    assert "--overwrite" not in line and "pick another --out" in line
+
+
 # -- corpus ------------------------------------------------------------------------------------
 CORPUS_IN = "in/classified-0000.jsonl"
+
+
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--incremental"]])
+def test_corpus_hints_on_a_users_folder_say_to_pick_another_out(project, capsys, mode) -> None:
+    _own_folder("out")
+    line = refused(["corpus", CORPUS_IN, "--out", "out", *mode], project, capsys, "out")
+    assert "--overwrite" not in line and "--rebuild" not in line, line
+    assert "pick another --out" in line
+    if mode == ["--incremental"]:
+        refused(
+            ["corpus", CORPUS_IN, "--out", "out", "--incremental", "--rebuild"],
+            project,
+            capsys,
+            r"--rebuild refused: out was not written by dexport",
+        )
+
+
+def test_corpus_incremental_on_its_own_plain_output_hints_rebuild(project, capsys) -> None:
+    ok(["corpus", CORPUS_IN, "--out", "out", "--no-card"], capsys)
+    refused(
+        ["corpus", CORPUS_IN, "--out", "out", "--incremental", "--no-card"],
+        project,
+        capsys,
+        "not written with --incremental; pass --rebuild",
+    )
+    ok(["corpus", CORPUS_IN, "--out", "out", "--incremental", "--rebuild", "--no-card"], capsys)
 
 
 @pytest.mark.parametrize(
@@ -295,6 +402,27 @@ def test_encode_overwrite_refuses_a_dataset_dexport_did_not_write(project, tok, 
     Path("o/ds.bin").unlink()
     _own_folder("o/ds.shards")
     refused([*encode, "--overwrite"], project, capsys, "not written by dexport")
+
+
+@pytest.mark.parametrize(
+    "mode", [[], ["--resume"], ["--incremental"], ["--incremental", "--rebuild"]]
+)
+def test_encode_on_a_users_prefix_says_to_pick_another_out(project, tok, capsys, mode) -> None:
+    Path("o").mkdir()
+    Path("o/ds.bin").write_bytes(b"someone else's tokens")
+    encode = ["encode", CORPUS_IN, "--tokenizer", tok, "--out", "o/ds", *mode]
+    line = refused(encode, project, capsys, r"ds\.bin was not written by dexport encode")
+    assert "--overwrite" not in line and "--rebuild" not in line, line
+    assert "pick another --out" in line
+
+
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--incremental"]])
+def test_encode_npz_on_a_users_folder_says_to_pick_another_out(project, tok, capsys, mode) -> None:
+    _own_folder("mine")
+    encode = ["encode", CORPUS_IN, "--tokenizer", tok, "--format", "npz", "--out", "mine", *mode]
+    line = refused(encode, project, capsys, "mine")
+    assert "--overwrite" not in line and "--rebuild" not in line, line
+    assert "pick another --out" in line
 
 
 def test_encode_overwrite_replaces_its_own_dataset_and_nothing_beside_it(
@@ -418,3 +546,23 @@ def test_tokens_overwrite_on_s3_replaces_only_dexports_output(
     )
     assert fs.cat_file(f"{s3_bucket}/out/notes.txt") == NOTES
     assert len(s3_server.object_keys(f"{s3_bucket}/out")) == 6
+
+
+def test_tokens_single_file_on_s3_is_replaced_only_when_dexports(
+    project, capsys, s3_server, s3_bucket
+) -> None:
+    options = ["--storage-options", json.dumps(s3_server.storage_options)]
+    fs = s3_server.filesystem()
+    fs.pipe_file(f"{s3_bucket}/u.parquet", NOTES)
+    for mode in ("--overwrite", "--resume"):
+        refused(
+            [*TOKENS, "--out", f"{s3_bucket}/u.parquet", mode, *options],
+            project,
+            capsys,
+            f"{mode} refused: .*u.parquet was not written by dexport",
+        )
+    assert fs.cat_file(f"{s3_bucket}/u.parquet") == NOTES
+    ok([*TOKENS, "--out", f"{s3_bucket}/x.npz", *options], capsys)
+    first = fs.cat_file(f"{s3_bucket}/x.npz")
+    ok([*TOKENS, "--out", f"{s3_bucket}/x.npz", "--overwrite", *options], capsys)
+    assert fs.cat_file(f"{s3_bucket}/x.npz") == first

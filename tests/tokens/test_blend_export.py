@@ -106,6 +106,22 @@ def test_formats_carry_the_source(data: dict, tmp_path: Path, fmt: str) -> None:
     np.testing.assert_array_equal(got["doc_index_f"], order.doc_details(ids)["doc_index_f"])
 
 
+@pytest.mark.parametrize("out_name", ["b.csv", "folder"])
+@pytest.mark.parametrize("content", [[], ["--text"]])
+def test_csv_exports_validate(
+    data: dict, tmp_path: Path, capsys, out_name: str, content: list
+) -> None:
+    """``dataset`` is text and ``dataset_sample_id`` an integer: blended CSV validates."""
+    out = tmp_path / out_name
+    text = [*content, "--tokenizer", data["tok"]] if content else []
+    argv = ["tokens", *_flags(data), "--batch-range", "0:2", "--doc-details", *text]
+    assert main([str(a) for a in [*argv, "--format", "csv", "--out", out]]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out)]) == 0, capsys.readouterr()
+    report = capsys.readouterr().out
+    assert f"{2 * BATCH} documents, 0 errors" in report and "PASSED" in report
+
+
 def test_config_file_equals_flags(data: dict, tmp_path: Path) -> None:
     p = data["prefixes"]
     config = tmp_path / "neox.yml"

@@ -216,7 +216,7 @@ def test_existing_output_is_untouched(data, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    fails(capsys, _tokens(data / "ds", out), r"already exists and is not empty.*--overwrite")
+    fails(capsys, _tokens(data / "ds", out), r"already exists and is not empty.*pick another --out")
     assert _snapshot(out) == {"mine.txt": b"keep"}
 
 

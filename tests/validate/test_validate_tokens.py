@@ -91,3 +91,30 @@ def test_corrupt_npz_and_csv_are_reported(tmp_path: Path) -> None:
     assert (
         report.splits[0].documents == 1 and "index must be an integer" in report.splits[0].errors[0]
     )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "npz", "parquet"])
+def test_blended_records_pass(tmp_path: Path, fmt: str) -> None:
+    """A blend's records name their dataset (text, with a comma to be quoted in CSV)."""
+    rec = _records(False)
+    rec.dataset = np.array(["data/d0", "data/d,1", "data/d0", "s3://b/d2"])
+    rec.dataset_sample_id = np.array([0, 5, 1, 2])
+    _write(tmp_path / f"part-00000.{fmt}", fmt, rec)
+    report = validate_export(str(tmp_path / f"part-00000.{fmt}"))
+    assert report.passed and report.splits[0].documents == 4, report.splits[0].errors
+
+
+def test_blended_records_with_wrong_types_fail(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text(
+        'index,content,dataset,dataset_sample_id\r\n1,"[1, 2]",data/d0,3\r\n2,"[1]",data/d0,x\r\n'
+    )
+    report = validate_export(str(tmp_path / "x.csv"))
+    assert report.splits[0].documents == 1
+    assert "dataset_sample_id must be an integer (got 'x')" in report.splits[0].errors[0]
+    (tmp_path / "x.jsonl").write_text(
+        '{"index": 1, "content": [1], "dataset": 3, "dataset_sample_id": 0}\n'
+        '{"index": 2, "content": [1], "dataset": "d", "dataset_sample_id": -1}\n'
+    )
+    errors = validate_export(str(tmp_path / "x.jsonl")).splits[0].errors
+    assert "x.jsonl:1: dataset must be" in errors[0]
+    assert "x.jsonl:2: dataset_sample_id must be a non-negative integer" in errors[1]
