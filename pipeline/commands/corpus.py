@@ -217,6 +217,12 @@ def _command_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of the arguments taken together, touching no data (``dexport run`` calls it
+    for every step before the first one runs)."""
+    build_spec(args).check()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the export; 0 on success, 1 with --strict when records were rejected, or when too
     many were (``--max-reject-fraction``). The summary goes to stderr (stdout stays free)."""

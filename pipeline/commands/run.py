@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import glob
+import importlib
 import os
 import re
 import shlex
@@ -170,7 +171,16 @@ def _check_step(
     if inputs and not positionals:
         raise _fail(where, f"key 'inputs': '{command}' takes no positional inputs")
     argv = [*inputs, *argv] if inputs else argv
-    _parse_or_fail(sub, argv, where)
+    namespace = _parse_or_fail(sub, argv, where)
+    # Rules between options (e.g. --text needs --tokenizer), where the command has them.
+    check_arguments = getattr(
+        importlib.import_module(f"pipeline.commands.{command}"), "check_arguments", None
+    )
+    if check_arguments is not None:
+        try:
+            check_arguments(namespace)
+        except UserError as exc:
+            raise _fail(where, str(exc)) from None
     return Step(number, command, argv, inputs, out), sub
 
 
@@ -181,12 +191,12 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
     raise AssertionError("dexport parser has no sub-commands")
 
 
-def _parse_or_fail(sub: argparse.ArgumentParser, argv: list[str], where: str) -> None:
+def _parse_or_fail(sub: argparse.ArgumentParser, argv: list[str], where: str) -> argparse.Namespace:
     """Parse like the command line would; argparse's complaint becomes one error line."""
     saved = sub.error
     sub.error = _raise  # type: ignore[method-assign]
     try:
-        sub.parse_args(argv)
+        return sub.parse_args(argv)
     except _ArgError as exc:
         message = str(exc)
         match = _ARGUMENT.match(message)

@@ -16,6 +16,7 @@ from pipeline.errors import UserError
 from pipeline.formats.token_formats import FORMATS
 
 if TYPE_CHECKING:
+    from pipeline.tokens.job import TokenExport
     from pipeline.tokens.source import TrainingRun
 
 SELECTIONS = ("all", "sequences", "sequence_range", "batches", "batch_range", "documents")
@@ -280,20 +281,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> dict:
-    from pipeline.tokens.job import TokenExport, prepare_token_export, run_token_export
+def build_spec(args: argparse.Namespace) -> TokenExport:
+    """The export the arguments describe (reads a ``--config`` file, nothing else)."""
+    from pipeline.tokens.job import TokenExport
     from pipeline.tokens.selection import parse_cli_selection
 
     check_out(args.out)
     kind = next(k for k in SELECTIONS if getattr(args, k) not in (None, False))
     kind, value = parse_cli_selection(kind, getattr(args, kind) if kind != "all" else None)
-    run_ = training_run(args)
-    spec = TokenExport(
+    return TokenExport(
         prefix=dataset_prefix(args),
         out=args.out,
         selection_kind=kind,
         selection_value=value,
-        run=run_,
+        run=training_run(args),
         content=args.content,
         tokenizer=args.tokenizer,
         skip_special_tokens=args.skip_special_tokens,
@@ -307,8 +308,21 @@ def _export(args: argparse.Namespace) -> dict:
         storage_options=storage_options(args),
         backend=args.backend,
     )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of the arguments taken together, touching no data (``dexport run`` calls it
+    for every step before the first one runs)."""
+    build_spec(args).check()
+
+
+def _export(args: argparse.Namespace) -> dict:
+    from pipeline.tokens.job import prepare_token_export, run_token_export
+
+    spec = build_spec(args)
+    run_ = spec.run
     dataset = order = None
-    if kind != "documents":
+    if spec.selection_kind != "documents":
         from pipeline.formats.indexed_dataset import IndexedDataset
         from pipeline.tokens.source import open_sample_order
 

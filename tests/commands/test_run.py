@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import corpus_helpers
@@ -160,3 +161,27 @@ def test_failing_step_stops_the_run_with_its_exit_code(
     assert errors[0].startswith("dexport: error: step 1/2 validate: ")
     assert "is not an export" in errors[0] and errors[0].endswith("; later steps not run")
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        (
+            "tokens: {inputs: [data/ds], seq-len: 8, seed: 1, num-samples: 40, all: true,"
+            " text: true, out: out/x.jsonl}",
+            r"step 2 \(tokens\): --text needs --tokenizer PATH",
+        ),
+        (
+            "corpus: {inputs: [SRC], out: out/c, rebuild: true}",
+            r"step 2 \(corpus\): --rebuild goes with --incremental",
+        ),
+    ],
+)
+def test_rules_between_options_are_checked_before_the_first_step(
+    small_corpus: Path, tmp_path: Path, capsys, step: str, match: str
+) -> None:
+    first = f"corpus: {{inputs: [{small_corpus}], out: {tmp_path / 'first'}}}"
+    job = _job(tmp_path, f"steps:\n  - {first}\n  - {step.replace('SRC', str(small_corpus))}\n")
+    assert main(["run", job]) == 2
+    assert re.search(match, _one_error(capsys))
+    assert _written(tmp_path) == []  # step 1 did not run
