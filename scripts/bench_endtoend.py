@@ -1004,24 +1004,6 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace (or append) the section in ``path``, keeping the rest of the file."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # -- main --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
@@ -1068,7 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(args, tokens, corpus, (load_before, os.getloadavg()), time.perf_counter() - t0)
     print(section)
     if args.write_docs:
-        write_section(section, args.docs)
+        bench_tokens.write_docs(section, args.docs, SECTION)
         _log(f"updated {args.docs} ({SECTION})")
     checks = [v for job in (tokens.jobs if tokens else []) for v in job.checks.values()]
     checks += [v for job in corpus for v in job.checks.values()]

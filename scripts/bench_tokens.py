@@ -414,11 +414,12 @@ def flat_table(results: list[tuple[int, Result]]) -> str:
     return "\n".join(rows)
 
 
-def write_docs(section: str, path: Path) -> None:
-    """Replace (or append) the ``## Token export`` section of ``path``, re-read just before."""
+def write_docs(section: str, path: Path, heading: str = DOCS_SECTION) -> None:
+    """Replace (or append) the section under ``heading`` (default ``## Token export``) of
+    ``path``, re-read just before; the other benchmark scripts write theirs with it too."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == DOCS_SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:

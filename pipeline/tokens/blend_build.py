@@ -69,14 +69,9 @@ def _neox_blend(run: TrainingRun, datasets: list[IndexedDataset], n: int) -> Ble
             splits="1,0,0",  # every document: GPT-NeoX's blend ignores `split`
             label=f"{run.split}_{k}",
             num_samples=count,
-            seq_len=run.seq_len,
-            seed=run.seed,
-            packing=run.packing,
-            allow_chopped=run.allow_chopped,
             index_prefix=index,
-            storage_options=run.storage_options,
-            build_index=run.build_index,
             defer_save=True,
+            **run.order_options(),
         )
         components.append((dataset, order, count, len(dataset.sizes)))
     size = sum(len(order) for _, order, _, _ in components)
@@ -126,15 +121,11 @@ def _megatron_blend(run: TrainingRun, datasets: list[IndexedDataset], n: int) ->
             split=split,
             splits=splits,
             num_samples=count,
-            seq_len=run.seq_len,
-            seed=run.seed,
-            add_extra_token=run.extra_token,
             cache_dir=run.index_prefix,
-            storage_options=run.storage_options,
             save=run.index_prefix is not None,
-            build_index=run.build_index,
             defer_save=True,
             whole_file=not blend.shared_split,
+            **run.order_options(),
         )
         start, stop = split_range(splits, len(dataset.sizes), split)
         components.append((dataset, order, count, stop - start))

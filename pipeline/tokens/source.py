@@ -72,6 +72,19 @@ class TrainingRun:
         if problems:
             raise UserError("; ".join(problems))
 
+    def order_options(self) -> dict[str, Any]:
+        """The run's parameters as this convention's order builder takes them (one dataset's,
+        or each dataset's of a blend)."""
+        common = {
+            "seq_len": self.seq_len,
+            "seed": self.seed,
+            "storage_options": self.storage_options,
+            "build_index": self.build_index,
+        }
+        if self.convention == "neox":
+            return {**common, "packing": self.packing, "allow_chopped": self.allow_chopped}
+        return {**common, "add_extra_token": self.extra_token}
+
     def requested_samples(self) -> int | None:
         """Samples the run asked for in this split (given, or derived as the trainer does).
 
@@ -131,14 +144,9 @@ def open_sample_order(
             split=run.split,
             splits=run.splits,
             num_samples=run.requested_samples(),
-            seq_len=run.seq_len,
-            seed=run.seed,
-            packing=run.packing,
-            allow_chopped=run.allow_chopped,
             index_prefix=run.index_prefix,
-            storage_options=run.storage_options,
-            build_index=run.build_index,
             defer_save=defer_save,
+            **run.order_options(),
         )
     from pipeline.tokens.megatron_index import megatron_sample_order
 
@@ -147,12 +155,8 @@ def open_sample_order(
         split=run.split,
         splits=run.splits,
         num_samples=run.requested_samples(),
-        seq_len=run.seq_len,
-        seed=run.seed,
-        add_extra_token=run.extra_token,
         cache_dir=run.index_prefix,
-        storage_options=run.storage_options,
         save=run.index_prefix is not None,
-        build_index=run.build_index,
         defer_save=defer_save,
+        **run.order_options(),
     )
