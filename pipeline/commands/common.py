@@ -97,11 +97,16 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def executor_from_args(
-    args: argparse.Namespace, *, tasks: int | None = None, threads: bool = False
+    args: argparse.Namespace,
+    *,
+    tasks: int | None = None,
+    threads: bool = False,
+    processes: bool = False,
 ) -> Iterator[Any]:
     """Where the run's tasks go: Dask when the flags name a cluster; otherwise this process for
-    a small job, or for any job whose tasks run in GIL-free kernels (``threads=True``), and an
-    embedded cluster for the rest."""
+    a small job (on processes forked from it when its tasks hold the GIL: ``processes=True``),
+    or for any job whose tasks run in GIL-free kernels (``threads=True``), and an embedded
+    cluster for the rest."""
     from pipeline.runtime.executor import open_executor
 
     with open_executor(
@@ -111,6 +116,7 @@ def executor_from_args(
         backend=getattr(args, "backend", "cpu"),
         tasks=tasks,
         in_process=threads or None,
+        processes=processes,
         protocol=getattr(args, "protocol", None),
         rmm_pool_size=getattr(args, "rmm_pool_size", None),
     ) as executor:

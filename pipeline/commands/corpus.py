@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     with storage_errors():
         # Input and output problems before any cluster starts.
         plan = plan_corpus_export(build_spec(args))
-        with executor_from_args(args, tasks=len(plan.partitions)) as executor:
+        with executor_from_args(args, tasks=len(plan.partitions), processes=True) as executor:
             if executor.name == "dask" and (args.scheduler or args.scheduler_file):
                 from cluster.client import dashboard_link  # imports distributed: only here
 

@@ -62,7 +62,7 @@ def export_corpus(
     None for the training schema; ``set_values`` adds static fields (``metadata.source=web``).
     ``split`` takes ratios (``0.95,0.03,0.02`` or ``train=0.95,...``) or, with
     ``exact_counts``, counts (``train=rest,validation=500,test=500``). Without ``client`` (or
-    ``workers``) the job runs on threads of this process. Returns the run summary.
+    ``workers``) the job runs on processes forked from this one. Returns the run summary.
 
     Raises :class:`~pipeline.errors.DataCheckFailed` (after writing the export, with the
     summary as ``.summary``) when every record, or more than ``max_reject_fraction`` of them,
@@ -107,7 +107,7 @@ def export_corpus(
     )
     plan = plan_corpus_export(spec)
     with open_executor(
-        client=client, workers=workers, backend=backend, in_process=True
+        client=client, workers=workers, backend=backend, in_process=True, processes=True
     ) as executor:
         return run_corpus_export(plan, executor, progress=progress)
 

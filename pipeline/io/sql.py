@@ -145,6 +145,19 @@ _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
 
 
+def _forget_engines_after_fork() -> None:
+    """In a forked worker: never touch the parent's pooled connections (a connection used by
+    two processes corrupts both); the child opens its own."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
+
+
 def _engine(source: SqlSource) -> Any:
     """One engine per URL and process (workers re-use its connections between tasks)."""
     with _engines_lock:

@@ -2,15 +2,22 @@
 
 A small job runs in the calling process on a thread pool: no cluster to start or stop, no
 worker processes that import the libraries again (and nothing that could re-run a user's
-unguarded script). A larger job, or any job given ``--workers``, ``--scheduler`` or a client,
-runs on Dask. Task ``k`` writes part ``k`` on either, so the choice never changes the bytes.
+unguarded script). Jobs whose tasks are Python code holding the GIL (corpus partitions) use
+processes forked from this one instead: they start in milliseconds with everything already
+imported. A larger job, or any job given ``--workers``, ``--scheduler`` or a client, runs on
+Dask. Task ``k`` writes part ``k`` on each, so the choice never changes the bytes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
+import gc
+import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,14 +31,32 @@ NO_WORKERS_TIMEOUT_S = float(os.environ.get("DEXPORT_NO_WORKERS_TIMEOUT", "60"))
 
 
 class LocalExecutor:
-    """Tasks on a thread pool of this process (the kernels release the GIL)."""
+    """Tasks on a thread pool of this process (the kernels release the GIL), or with
+    ``processes=True`` on processes forked from it (tasks that hold the GIL).
+
+    The processes are forked here, when the executor is made: before the run starts its own
+    threads (the output lock's heartbeat), so a child never inherits a lock held by one. They
+    ignore Ctrl-C (this process cancels the run and waits for them, as it would for threads)
+    and die with it. Where ``fork`` does not exist, or with one worker, threads are used.
+    """
 
     name = "local"
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, *, processes: bool = False) -> None:
         self.threads = max(1, threads or os.cpu_count() or 1)
         self.slots = 2 * self.threads
-        self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="dexport")
+        self.processes = (
+            processes and self.threads > 1 and "fork" in multiprocessing.get_all_start_methods()
+        )
+        if self.processes:
+            self._pool: cf.Executor = cf.ProcessPoolExecutor(
+                self.threads,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_start_forked_worker,
+            )
+            self._pool.submit(int).result()  # forks every worker now (see above)
+        else:
+            self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="dexport")
 
     def share(self, value: Any) -> Any:
         """Make ``value`` available to every task (here: the object itself)."""
@@ -65,6 +90,21 @@ class LocalExecutor:
     def close(self) -> None:
         """Release the threads."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_forked_worker() -> None:
+    """Set up a worker process forked by :class:`LocalExecutor`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for the run
+    if sys.platform.startswith("linux"):
+        # Die with the parent (kill -9 included) rather than linger as an orphan.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The command line turns the collector off for start-up (``pipeline.cli``); tasks need it.
+    gc.freeze()
+    gc.enable()
+
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 class DaskExecutor:
@@ -175,6 +215,7 @@ def open_executor(
     backend: str = "cpu",
     tasks: int | None = None,
     in_process: bool | None = None,
+    processes: bool = False,
     protocol: str | None = None,
     rmm_pool_size: str | int | float | None = None,
 ) -> Iterator[LocalExecutor | DaskExecutor]:
@@ -183,8 +224,9 @@ def open_executor(
     ``client``, ``scheduler``, ``scheduler_file``, ``workers``, ``protocol="ucx"`` or
     ``rmm_pool_size`` mean Dask, exactly as given (see ``cluster.get_client``). Otherwise
     ``in_process=True`` (the Python API's default) or a job of at most
-    :data:`SMALL_JOB_TASKS` tasks runs on threads of this process, and a larger one on an
-    embedded cluster that is stopped when the run ends. ``backend="gpu"`` without a usable
+    :data:`SMALL_JOB_TASKS` tasks runs on threads of this process (``processes=True``: on
+    processes forked from it), and a larger one on an embedded cluster that is stopped when
+    the run ends. ``backend="gpu"`` without a usable
     GPU backend here (or on a scheduler's workers) fails with one line, exit status 2, before
     any task runs.
     """
@@ -203,7 +245,9 @@ def open_executor(
             from gpu.backend import select_backend
 
             select_backend("gpu")  # names what is missing: CuPy, cuDF, dask_cudf, a device
-        executor = LocalExecutor(min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)))
+        executor = LocalExecutor(
+            min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)), processes=processes
+        )
         try:
             yield executor
         finally:

@@ -114,6 +114,8 @@ def run_tasks(
 def _lost_cluster(exc: BaseException) -> str | None:
     """A message when ``exc`` means the cluster failed (not the task's own code)."""
     name = type(exc).__name__
+    if name == "BrokenProcessPool":
+        return "a worker process of this run died (out of memory, or killed)"
     if name == "KilledWorker":
         return "a Dask worker died repeatedly while running a task (out of memory, or killed)"
     if name in ("CancelledError", "CommClosedError", "FutureCancelledError"):

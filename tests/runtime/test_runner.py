@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import time
 
 import pytest
@@ -40,10 +42,10 @@ def uses_payload(x: int, payload: Counting) -> int:
     return x
 
 
-@pytest.fixture(params=["local", "dask"])
+@pytest.fixture(params=["local", "local-processes", "dask"])
 def executor(request, dask_client):
-    if request.param == "local":
-        ex = LocalExecutor(2)
+    if request.param.startswith("local"):
+        ex = LocalExecutor(2, processes=request.param == "local-processes")
         yield ex
         ex.close()
     else:
@@ -120,6 +122,34 @@ def test_a_dask_cluster_without_workers_is_a_temporary_failure(monkeypatch):
             with pytest.raises(TemporaryFailure, match="--resume"):
                 run_tasks(ex, square_after, [Task("t0", (1, 0.0))])
             assert time.monotonic() - t0 < 30
+
+
+def pid_of_task(_: int) -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def die(_: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+def test_forked_workers_run_tasks_outside_this_process():
+    executor = LocalExecutor(2, processes=True)
+    try:
+        pids = set(run_tasks(executor, pid_of_task, [Task(f"t{i}", (i,)) for i in range(6)]))
+    finally:
+        executor.close()
+    assert os.getpid() not in pids and len(pids) == 2
+
+
+def test_a_killed_forked_worker_is_a_temporary_failure():
+    executor = LocalExecutor(2, processes=True)
+    try:
+        with pytest.raises(TemporaryFailure, match="worker process of this run died.*--resume"):
+            run_tasks(executor, die, [Task("t0", (0,))])
+    finally:
+        executor.close()
 
 
 def test_small_jobs_run_in_process_and_clusters_when_asked():
