@@ -55,6 +55,19 @@ class Backend:
             return x.get()
         return np.asarray(x)
 
+    def dataframe(self, columns: dict[str, Any]) -> Any:
+        """A dataframe of this backend's library from 1-D columns (arrays of this backend, or
+        lists): cuDF takes CuPy arrays as they are, pandas gets NumPy arrays."""
+        if self.frame == "pandas":
+            columns = {k: v if isinstance(v, list) else self.asnumpy(v) for k, v in columns.items()}
+        return self.df.DataFrame(columns)
+
+    @staticmethod
+    def frame_to_host(x: Any) -> Any:
+        """A dataframe or series as pandas in host memory (cuDF objects are copied)."""
+        to_pandas = getattr(x, "to_pandas", None)
+        return to_pandas() if to_pandas is not None else x
+
     def from_numpy(self, x: Any) -> Any:
         """Return ``x`` as an array of this backend (copies to the device on GPU; NumPy arrays
         stay as they are on the CPU backend)."""

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gpu.array_ops import astype, concat, indices_where, unique_counts
 from gpu.backend import CPU, Backend
-from gpu.hashing import bucket, hash_keys, hash_packed, pack_keys
-from gpu.text_stats import packed_word_counts
+from gpu.hashing import bucket
 from pipeline.corpus import writers as corpus_writers
+from pipeline.corpus.columns import TextColumns, confirm_suspects, split_stats, text_columns
 from pipeline.corpus.splits import Boundary, SplitSpec, exact_mode_assign, key_bytes
 from pipeline.formats.corpus_stats import SplitStats
-from pipeline.formats.record_checks import validate_record
+from pipeline.formats.record_checks import check_text, validate_record
 from pipeline.formats.schema import Schema, get_path
 from pipeline.formats.tokenizer import TokenCounter, counter_backend
 from pipeline.io.compression import suffix
@@ -37,8 +36,6 @@ from pipeline.io.records import (
 )
 from pipeline.io.storage import storage_errors
 from pipeline.runtime.output import PartRecord, write_part
-
-BATCH_BYTES = 4 << 20  # texts packed per kernel call (keeps temporaries small and warm)
 
 
 @dataclass(frozen=True)
@@ -87,16 +84,22 @@ class _Valid:
     encoded: list[bytes] = field(default_factory=list)  # UTF-8 of the texts
     keys: list[bytes] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    sources: list[Any] = field(default_factory=list)  # the input records (for rejects)
 
 
 def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]]:
+    """Host pass: map every record to the schema and check everything but the text's content
+    (the columnar pass checks that). A record refused here gets the reason a full
+    record-by-record check gives, so the text's own problems keep their precedence."""
     schema, key_path = task.schema, task.split.key
     key_parts = tuple(key_path.split(".")) if key_path else None
     text_path = schema.text.split(".")
     valid, rejects = _Valid(), list(data.rejects)
     for rec in data.records:
         mapped = schema.map_record(rec)
-        problem = validate_record(schema, mapped, check_unicode=False)
+        problem = validate_record(schema, mapped, check_unicode=False, text_content=False)
+        if problem is not None:
+            problem = validate_record(schema, mapped, check_unicode=False)
         encoded = b""
         if problem is None:
             text = mapped
@@ -105,81 +108,58 @@ def _validate(data: PartitionData, task: CorpusTask) -> tuple[_Valid, list[dict]
             try:
                 encoded = text.encode("utf-8")  # needed for hashing and words; fails on surrogates
             except UnicodeEncodeError as exc:
-                problem = (
+                problem = check_text(text, check_unicode=False) or (
                     "invalid_unicode",
                     f"text holds an unpaired surrogate at position {exc.start} (not valid UTF-8)",
                 )
         if problem is None and key_parts is not None:
             kb = key_bytes(get_path(rec, key_parts))
             if kb is None:
-                problem = (
+                # A problem of the text's content comes first (the full check's order).
+                problem = check_text(text, check_unicode=False) or (
                     "missing_split_key",
                     f"the split key field {key_path!r} is absent or null",
                 )
             else:
                 valid.keys.append(kb)
         if problem is not None:
-            rejects.append(
-                make_reject(
-                    rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec)
-                )
-            )
+            rejects.append(_reject(rec, problem))
             continue
         valid.records.append(mapped)
         valid.texts.append(text)
         valid.encoded.append(encoded)
         valid.offsets.append(rec.offset)
-    rejects.sort(key=lambda r: r["offset"])  # file order, whether parsing or validation refused it
+        valid.sources.append(rec)
     return valid, rejects
 
 
-@dataclass
-class _Columns:
-    """Per valid record, arrays of the backend: split hash, words, characters, UTF-8 bytes."""
-
-    hashes: Any
-    words: Any
-    chars: Any
-    nbytes: Any
+def _reject(rec: Any, problem: tuple[str, str]) -> dict:
+    return make_reject(rec.file, rec.line, rec.offset, problem[0], problem[1], record_text(rec))
 
 
-def _columns(valid: _Valid, seed: int, key_is_text: bool, backend: Backend) -> _Columns:
-    """Hashes and counts of the valid records, computed with the backend's array namespace.
-
-    Texts are packed on the host in batches of about ``BATCH_BYTES`` (small temporaries the
-    allocator keeps warm), each batch goes to the backend once, and the kernels of
-    :mod:`gpu.hashing` and :mod:`gpu.text_stats` run on it there. Character counts are
-    ``len`` of the Python strings (stored in the string: cheaper than any kernel).
-    """
-    xp = backend.xp
-    n = len(valid.texts)
-    pieces: list[tuple[Any, ...]] = []
-    start = 0
-    while start < n:
-        stop, size = start, 0
-        while stop < n and (size < BATCH_BYTES or stop == start):
-            size += len(valid.encoded[stop]) + 8
-            stop += 1
-        buffer, offsets, lengths = pack_keys(valid.encoded[start:stop])
-        data, offs, lens = (backend.from_numpy(a) for a in (buffer, offsets, lengths))
-        hashes = (
-            hash_packed(xp, backend.from_numpy(buffer.view("<u8")), offs, lens, seed)
-            if key_is_text
-            else None
+def _valid_columns(data: PartitionData, task: CorpusTask) -> tuple[_Valid, TextColumns, list[dict]]:
+    """Both passes: the valid records, their columns on the backend, and the rejects in file
+    order (whichever pass refused them)."""
+    valid, rejects = _validate(data, task)
+    backend = task.backend
+    columns = text_columns(
+        valid.texts,
+        valid.encoded,
+        valid.keys,
+        task.split.seed,
+        task.split.key is None,
+        backend,
+    )
+    problems = confirm_suspects(valid.texts, columns, backend)
+    if problems:
+        rejects.extend(_reject(valid.sources[i], p) for i, p in problems.items())
+        keep = [i for i in range(len(valid.texts)) if i not in problems]
+        valid = _Valid(
+            *([items[i] for i in keep] if items else [] for items in valid.__dict__.values())
         )
-        words = packed_word_counts(xp, data, offs)
-        pieces.append((hashes, words, astype(xp, lens, xp.int64)))
-        start = stop
-    if not pieces:
-        empty = xp.zeros(0, dtype=xp.int64)
-        return _Columns(xp.zeros(0, dtype=xp.uint64), empty, empty, empty)
-    words, nbytes = (concat(xp, [p[i] for p in pieces]) for i in (1, 2))
-    if key_is_text:
-        hashes = concat(xp, [p[0] for p in pieces])
-    else:
-        hashes = hash_keys(valid.keys, seed, xp)
-    chars = backend.from_numpy(np.fromiter(map(len, valid.texts), np.int64, count=n))
-    return _Columns(hashes, words, chars, nbytes)
+        columns = columns.take(backend.xp, backend.from_numpy(np.asarray(keep, dtype=np.int64)))
+    rejects.sort(key=lambda r: r["offset"])  # file order, whichever pass refused it
+    return valid, columns, rejects
 
 
 def assign(
@@ -199,71 +179,36 @@ def assign(
     return exact_mode_assign(hashes, files, where, bounds, xp)
 
 
-@dataclass
-class _SplitColumns:
-    """One split's share of a partition, reduced on the backend and brought to the host."""
-
-    members: list[int]  # positions among the valid records, in input order
-    length_counts: dict[int, int]  # characters -> documents
-    nbytes: int
-    words: int
-
-
-def _by_split(columns: _Columns, split_of: Any, k: int, backend: Backend) -> list[_SplitColumns]:
-    """Members, length histogram and sums of every split (one reduction per split)."""
-    xp = backend.xp
-    out = []
-    for s in range(k):
-        idx = indices_where(xp, split_of == s)
-        lengths, counts = unique_counts(xp, xp.take(columns.chars, idx))
-        out.append(
-            _SplitColumns(
-                backend.asnumpy(idx).tolist(),
-                dict(
-                    zip(
-                        backend.asnumpy(lengths).tolist(),
-                        backend.asnumpy(counts).tolist(),
-                        strict=True,
-                    )
-                ),
-                int(xp.sum(xp.take(columns.nbytes, idx))),
-                int(xp.sum(xp.take(columns.words, idx))),
-            )
-        )
-    return out
-
-
 def transform(
     data: PartitionData, task: CorpusTask, bounds: list[Boundary] | None = None, file_rank: int = 0
 ) -> Transformed:
     """The stage chain for one partition: map → validate → key → split → statistics.
 
-    Records are mapped and validated on the host (they are Python objects); hashing, splitting
-    and the counts behind the statistics run on ``task.backend`` (NumPy on CPU, CuPy on a
-    GPU), and the outputs are the same bytes on both. ``file_rank`` (the file's place in the
-    sorted input) only matters in exact mode, where ``(hash, file_rank, offset)`` orders
-    records globally.
+    Records are parsed, mapped and checked on the host (they are Python objects); checking the
+    texts, hashing, splitting and the statistics run on ``task.backend``
+    (:mod:`pipeline.corpus.columns`: NumPy and pandas on CPU, CuPy and cuDF on a GPU), and the
+    outputs are the same bytes on both. ``file_rank`` (the file's place in the sorted input)
+    only matters in exact mode, where ``(hash, file_rank, offset)`` orders records globally.
     """
-    valid, rejects = _validate(data, task)
-    columns = _columns(valid, task.split.seed, task.split.key is None, task.backend)
+    valid, columns, rejects = _valid_columns(data, task)
     split_of = assign(task, columns.hashes, file_rank, valid.offsets, bounds)
     k = len(task.split.names)
-    out = Transformed([[] for _ in range(k)], [SplitStats() for _ in range(k)], rejects)
-    tokenizer = counter_backend(task.tokenizer) if task.tokenizer is not None else None
     schema = task.schema
-    for s, share in enumerate(_by_split(columns, split_of, k, task.backend)):
-        recs = [valid.records[i] for i in share.members]
-        domains = [_field(r, schema.domain_field) for r in recs] if schema.domain_field else []
-        scores = [_field(r, schema.quality_field) for r in recs] if schema.quality_field else []
-        tokens = None
+    domains = (
+        [_field(r, schema.domain_field) for r in valid.records] if schema.domain_field else None
+    )
+    scores = (
+        [_field(r, schema.quality_field) for r in valid.records] if schema.quality_field else None
+    )
+    members, stats = split_stats(task.backend, split_of, k, columns, domains, scores)
+    out = Transformed([[] for _ in range(k)], stats, rejects)
+    tokenizer = counter_backend(task.tokenizer) if task.tokenizer is not None else None
+    for s, positions in enumerate(members):
+        out.splits[s] = [valid.records[i] for i in positions]
         if tokenizer is not None:
-            texts = [valid.texts[i] for i in share.members]
+            texts = [valid.texts[i] for i in positions]
             encoded = tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
-            tokens = sum(len(e.ids) for e in encoded)
-        out.stats[s].add_counted(
-            share.length_counts, share.nbytes, share.words, domains, scores, tokens
-        )
-        out.splits[s] = recs
+            stats[s].tokens = sum(len(e.ids) for e in encoded)
     return out
 
 
@@ -421,8 +366,7 @@ def rank_partition(part: InputPartition, task: CorpusTask) -> tuple[np.ndarray, 
     hashes, offsets = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
     with storage_errors(part.path):
         for data in iter_partition(part, task.input_options):
-            valid, _ = _validate(data, task)
-            columns = _columns(valid, task.split.seed, task.split.key is None, task.backend)
+            valid, columns, _ = _valid_columns(data, task)
             hashes.append(task.backend.asnumpy(columns.hashes))
             offsets.append(np.asarray(valid.offsets, dtype=np.int64))
     return np.concatenate(hashes), np.concatenate(offsets)

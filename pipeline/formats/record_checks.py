@@ -40,12 +40,18 @@ _TYPE_OK = {
 }
 
 
-def check_text(text: Any, *, check_unicode: bool = True) -> tuple[str, str] | None:
-    """Reason a text value is unusable, or None when it is fine."""
+def check_text(
+    text: Any, *, check_unicode: bool = True, content: bool = True
+) -> tuple[str, str] | None:
+    """Reason a text value is unusable, or None when it is fine. ``content=False`` checks only
+    that it is a string (the corpus export checks the content of many texts at once, on its
+    compute backend, and calls this again for the few it flags)."""
     if text is MISSING:
         return "missing_text", "the record has no text field"
     if type(text) is not str:
         return "text_not_string", f"text is {_kind(text)}, expected a string"
+    if not content:
+        return None
     if not text or text.isspace():
         return "empty_text", "text is empty or whitespace only"
     if "\x00" in text:
@@ -83,7 +89,12 @@ def _plan(schema: Schema) -> list[tuple]:
 
 
 def validate_record(
-    schema: Schema, record: dict, *, exported: bool = False, check_unicode: bool = True
+    schema: Schema,
+    record: dict,
+    *,
+    exported: bool = False,
+    check_unicode: bool = True,
+    text_content: bool = True,
 ) -> tuple[str, str] | None:
     """``(reason, detail)`` for an invalid record, else None.
 
@@ -91,7 +102,8 @@ def validate_record(
     input are set to ``None`` in place, so a valid record is ready to write. For a record read
     back from an export (``exported=True``) every schema field must be present.
     ``check_unicode=False`` skips the surrogate scan of the text, for callers that encode the
-    text to UTF-8 anyway (which fails on a surrogate).
+    text to UTF-8 anyway (which fails on a surrogate); ``text_content=False`` skips every check
+    of the text beyond "a string" (see :func:`check_text`).
     """
     for parents, fields in _plan(schema):
         parent: Any = record
@@ -106,7 +118,7 @@ def validate_record(
         for key, out, spec, is_text, exact in fields:
             value = parent.get(key, MISSING)
             if is_text:
-                problem = check_text(value, check_unicode=check_unicode)
+                problem = check_text(value, check_unicode=check_unicode, content=text_content)
                 if problem:
                     return problem
                 continue
