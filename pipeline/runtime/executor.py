@@ -37,7 +37,7 @@ class LocalExecutor:
     The processes are forked here, when the executor is made: before the run starts its own
     threads (the output lock's heartbeat), so a child never inherits a lock held by one. They
     ignore Ctrl-C (this process cancels the run and waits for them, as it would for threads)
-    and die with it. Where ``fork`` does not exist, or with one worker, threads are used.
+    and die with it. Elsewhere than on Linux, or with one worker, threads are used.
     """
 
     name = "local"
@@ -45,9 +45,8 @@ class LocalExecutor:
     def __init__(self, threads: int | None = None, *, processes: bool = False) -> None:
         self.threads = max(1, threads or os.cpu_count() or 1)
         self.slots = 2 * self.threads
-        self.processes = (
-            processes and self.threads > 1 and "fork" in multiprocessing.get_all_start_methods()
-        )
+        # Linux only: macOS system libraries are not safe to use in a forked child.
+        self.processes = processes and self.threads > 1 and sys.platform.startswith("linux")
         if self.processes:
             self._pool: cf.Executor = cf.ProcessPoolExecutor(
                 self.threads,

@@ -117,8 +117,11 @@ class OutputDir:
         storage_options: dict[str, Any] | None = None,
         *,
         owned: tuple[str, ...] = (),
+        staging_for: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        # The output file this folder stages parts for (a single-file export), named in messages.
+        self.staging_for = staging_for
         self.storage_options = dict(storage_options or {})
         self.fs, self.path = resolve(self.url, self.storage_options)
         self.owned = PART_NAMES + tuple(re.compile(p) for p in owned)
@@ -177,10 +180,13 @@ class OutputDir:
                 self.fresh = not done
                 return done
             if existing and not overwrite:
-                raise UserError(
-                    f"output {self.url} already exists and is not empty; "
-                    + self.takeover_hint(existing)
-                )
+                hint = self.takeover_hint(existing)
+                if self.staging_for is not None and hint.startswith("pass "):
+                    raise UserError(
+                        f"an interrupted export to {self.staging_for} left its finished parts "
+                        f"in {self.url}; pass --resume to finish it, or --overwrite to start again"
+                    )
+                raise UserError(f"output {self.url} already exists and is not empty; " + hint)
             if existing:
                 self._remove(self.owned_files(existing))
             write_bytes_atomic(

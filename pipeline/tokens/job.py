@@ -446,7 +446,12 @@ def run_token_export(
     executor = as_executor(executor)
     out_url = spec.out.rstrip("/")
     staging = f"{out_url}{STAGING_SUFFIX if single else ''}"
-    output = OutputDir(staging, spec.storage_options, owned=() if single else card.OWNED)
+    output = OutputDir(
+        staging,
+        spec.storage_options,
+        owned=() if single else card.OWNED,
+        staging_for=out_url if single else None,
+    )
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
     planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
     metadata = {

@@ -169,6 +169,23 @@ def test_lock_of_a_dead_process_on_this_host_is_stale(where: Where) -> None:
     assert LOCK not in where.tree()
 
 
+def test_lock_of_a_killed_process_nobody_reaped_is_stale(local: Where) -> None:
+    # ``kill -9`` from a shell that does not wait leaves a zombie: it answers signals, but its
+    # run is over.
+    proc = subprocess.Popen(["sleep", "30"])
+    os.kill(proc.pid, 9)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    local.put(LOCK, _lock_body(pid=proc.pid))
+    out = local.out()
+    out.prepare(PARAMS)
+    assert json.loads(local.tree()[LOCK])["pid"] == os.getpid()
+    out.lock.release()
+    proc.wait()
+
+
 def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(where: Where) -> None:
     where.put(LOCK, _lock_body(pid=1, host="elsewhere.example", age=op.LOCK_STALE_S / 2))
     with pytest.raises(TemporaryFailure, match="on elsewhere.example"):
@@ -383,6 +400,19 @@ def test_abandon_after_another_failure_keeps_parts_for_resume(where: Where) -> N
     again.abandon(UserError("bad input found while resuming"))  # not fresh: parts stay
     assert where.tree()["part-00000.jsonl"] == b"a"
     assert LOCK not in where.tree()
+
+
+def test_an_interrupted_single_file_export_names_its_file_and_the_way_out(local: Where) -> None:
+    out = local.out(staging_for="/data/export.jsonl")
+    out.prepare(PARAMS)
+    _write(out, "part-00000.jsonl", b"a")
+    out.abandon(KeyboardInterrupt())
+    with pytest.raises(UserError) as err:
+        local.out(staging_for="/data/export.jsonl").prepare(PARAMS)
+    assert str(err.value) == (
+        f"an interrupted export to /data/export.jsonl left its finished parts in {local.url}; "
+        "pass --resume to finish it, or --overwrite to start again"
+    )
 
 
 def test_discard_removes_a_staging_folder(where: Where) -> None:
