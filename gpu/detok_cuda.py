@@ -10,8 +10,8 @@ Steps (all on the device, nothing goes through host memory but the total size):
 1. per-window raw size from the table's form lengths (a gather and a cumulative sum);
 2. each window gets a scratch region of 3 x (raw + largest first-form extra) + 16 bytes, enough
    for the worst case (every byte replaced by a 3-byte U+FFFD), and the kernel writes it there;
-   windows that need lossy UTF-8 decoding gather their raw bytes at the end of the region and
-   decode them forward into its start (the write position never passes the read position);
+   a run of partial tokens (lossy tables) that is not valid UTF-8 is copied to the end of the
+   region and decoded forward into its place, as the CPU kernel repairs each run;
 3. exclusive sum of the written lengths gives the offsets; a second kernel compacts the
    regions into the final buffer.
 """
@@ -95,32 +95,35 @@ __device__ static i64 flush_run(u8* out, i64 run, i64 pos, i64 ws, int strip_cha
     return run + 3 * n;
 }
 
+/* Replace each maximal invalid subpart of the partial-token run out[ps:pos] by U+FFFD. The
+   run is first copied to the end of the window's region: the region holds 3 bytes per raw
+   byte of the window, so neither the copy nor the output growing from ps reaches unread bytes.
+   Returns the new end. */
+__device__ static i64 repair_run(u8* out, i64 ps, i64 pos, i64 region_end) {
+    if (valid_utf8(out, ps, pos)) return pos;
+    i64 n = pos - ps, r = region_end - n, wr = ps;
+    for (i64 q = 0; q < n; q++) out[r + q] = out[ps + q];
+    while (r < region_end) {
+        i64 k = seq_len(out, r, region_end);
+        if (k > 0) { for (i64 q = 0; q < k; q++) out[wr++] = out[r++]; }
+        else { out[wr++] = 0xEF; out[wr++] = 0xBF; out[wr++] = 0xBD; r += -k; }
+    }
+    return wr;
+}
+
 extern "C" __global__ void detok_windows(
     const TOKEN_T* tokens, const i64* offsets, i64 n_windows,
     const u64* rest_meta, const u64* first_meta, i64 vocab, const u8* data,
-    int lossy, int strip_char, i64 strip_count,
+    int strip_char, i64 strip_count,
     const u8* rules, const i64* pat_off, const i64* rep_off, i64 n_rules,
     u8* out, const i64* region, const i64* region_size, i64* out_len)
 {
     for (i64 w = (i64)blockIdx.x * blockDim.x + threadIdx.x; w < n_windows;
          w += (i64)blockDim.x * gridDim.x) {
-        i64 ws = region[w];
-        bool check = false;
-        if (lossy) {
-            bool first = true;
-            for (i64 j = offsets[w]; j < offsets[w + 1]; j++) {
-                i64 t = (i64)tokens[j];
-                if (t < 0 || t >= vocab) continue;
-                u64 meta = first ? first_meta[t] : rest_meta[t];
-                int kind = (int)(meta & 0xFF);
-                if (kind == KIND_SKIP) continue;
-                first = false;
-                if (kind == KIND_PARTIAL) { check = true; break; }
-            }
-        }
-        /* Windows to repair are gathered at the end of their region, then decoded forward. */
-        i64 base = check ? ws + 2 * (region_size[w] / 3) : ws;
-        i64 pos = base, run = -1, strip_left = strip_count;
+        i64 ws = region[w], end = ws + region_size[w];
+        /* run: start of a byte-fallback run; partial: start of a run of partial tokens (lossy
+           tables), repaired as a whole when a non-empty token of another kind ends it. */
+        i64 pos = ws, run = -1, partial = -1, strip_left = strip_count;
         bool first = true;
         for (i64 j = offsets[w]; j < offsets[w + 1]; j++) {
             i64 t = (i64)tokens[j];
@@ -131,28 +134,23 @@ extern "C" __global__ void detok_windows(
             first = false;
             i64 a = (i64)(meta >> 24), n = (i64)((meta >> 8) & 0xFFFF);
             if (kind == KIND_BYTE) {
+                if (partial >= 0) { pos = repair_run(out, partial, pos, end); partial = -1; }
                 if (run < 0) run = pos;
                 out[pos++] = data[a];
                 continue;
             }
-            if (run >= 0) { pos = flush_run(out, run, pos, base, strip_char, &strip_left); run = -1; }
+            if (run >= 0) { pos = flush_run(out, run, pos, ws, strip_char, &strip_left); run = -1; }
+            if (kind == KIND_PARTIAL) { if (partial < 0) partial = pos; }
+            else if (partial >= 0 && n > 0) { pos = repair_run(out, partial, pos, end); partial = -1; }
             i64 b = a + n;
-            if (strip_left > 0 && pos == base) {
+            if (strip_left > 0 && pos == ws) {
                 while (a < b && strip_left > 0 && data[a] == strip_char) { a++; strip_left--; }
                 if (a < b) strip_left = 0;
             }
             for (; a < b; a++) out[pos++] = data[a];
         }
-        if (run >= 0) pos = flush_run(out, run, pos, base, strip_char, &strip_left);
-        if (check) {
-            i64 r = base, wr = ws;
-            while (r < pos) {
-                i64 k = seq_len(out, r, pos);
-                if (k > 0) { for (i64 q = 0; q < k; q++) out[wr++] = out[r++]; }
-                else { out[wr++] = 0xEF; out[wr++] = 0xBF; out[wr++] = 0xBD; r += -k; }
-            }
-            pos = wr;
-        }
+        if (run >= 0) pos = flush_run(out, run, pos, ws, strip_char, &strip_left);
+        if (partial >= 0) pos = repair_run(out, partial, pos, end);
         for (i64 rr = 0; rr < n_rules; rr++) {
             i64 p0 = pat_off[rr], plen = pat_off[rr + 1] - p0;
             i64 r0 = rep_off[rr], rlen = rep_off[rr + 1] - r0;
@@ -239,7 +237,6 @@ def decode_windows_device(
         first_meta,
         table.vocab_size,
         data,
-        int(table.lossy),
         table.strip_char,
         table.strip_count,
         rule_data,
@@ -287,10 +284,9 @@ def _cupy_launch(name: str, n_windows: int, token_dtype: Any, *args: Any) -> Non
         (n_windows + threads - 1) // threads if name == "detok_windows" else min(n_windows, 65535)
     )
     converted = [np.int64(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in args]
-    # Scalars the kernel declares as int (flags and the strip character) are passed as int32.
+    # The one scalar the kernel declares as int (the strip character) is passed as int32.
     if name == "detok_windows":
-        for index in (7, 8):  # lossy, strip_char
-            converted[index] = np.int32(args[index])
+        converted[7] = np.int32(args[7])
     kernel((blocks,), (threads,), tuple(converted))
 
 

@@ -10,9 +10,9 @@ buffer and its end offset, applying the whole-window rules as it goes:
 - with a lossy table (ByteLevel) the window's bytes are decoded as UTF-8 with replacement of
   each maximal invalid subpart by U+FFFD — the rule of Python's ``'replace'`` and Rust's
   ``from_utf8_lossy``. Only the bytes of runs of partial tokens are scanned, each run as it
-  ends: every other token is valid UTF-8 on its own and starts on a character boundary, so an
-  invalid subpart never crosses a run's ends, and repairing the run alone is repairing the
-  window;
+  ends: every other non-empty token is valid UTF-8 on its own and starts on a character
+  boundary, so an invalid subpart never crosses a run's ends, and repairing the run alone is
+  repairing the window (an empty token leaves the run open: bytes on both sides of it meet);
 - up to ``strip_count`` leading ``strip_char`` characters are dropped;
 - optional rewrite rules (transformers' ``clean_up_tokenization``) run last, in order, each as
   a non-overlapping left-to-right replace (``str.replace`` semantics; every pattern is ASCII,
@@ -212,19 +212,19 @@ def _decode_into(
                 if pos < 0:
                     return w
                 run_start = -1
-            if kind == KIND_PARTIAL:
-                if partial_start < 0:
-                    partial_start = pos
-            elif partial_start >= 0:
-                pos, scratch = _repair(out, partial_start, pos, cap, scratch)
-                if pos < 0:
-                    return w
-                partial_start = -1
             n = np.int64(top & 0xF)
             a = np.int64(-1)
             if n == 15:
                 a = np.int64((entry >> 16) & 0xFFFFFFFFFF)
                 n = np.int64(entry & 0xFFFF)
+            if kind == KIND_PARTIAL:
+                if partial_start < 0:
+                    partial_start = pos
+            elif partial_start >= 0 and n > 0:  # an empty token does not end the run
+                pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+                if pos < 0:
+                    return w
+                partial_start = -1
             if pos + n > cap:
                 return w
             if strip_left > 0 and pos == ws:

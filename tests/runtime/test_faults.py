@@ -313,12 +313,14 @@ def assert_refused_with_lock(run: Run, rc: int, holder_pid: int, lock_name: str)
 
 
 def local_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) by relative path."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    """Every file under ``root`` (hidden ones included) by relative path; a file that goes
+    away while it is listed (a running task's temporary file, just published) is left out."""
+    tree = {}
+    for p in sorted(root.rglob("*")):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            if p.is_file():
+                tree[p.relative_to(root).as_posix()] = p.read_bytes()
+    return tree
 
 
 def s3_tree(s3_server: Any, url: str) -> dict[str, bytes]:
