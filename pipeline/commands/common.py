@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -109,18 +109,41 @@ def executor_from_args(
     cluster for the rest."""
     from pipeline.runtime.executor import open_executor
 
-    with open_executor(
-        scheduler=getattr(args, "scheduler", None),
-        scheduler_file=getattr(args, "scheduler_file", None),
-        workers=getattr(args, "workers", None),
-        backend=getattr(args, "backend", "cpu"),
-        tasks=tasks,
-        in_process=threads or None,
-        processes=processes,
-        protocol=getattr(args, "protocol", None),
-        rmm_pool_size=getattr(args, "rmm_pool_size", None),
-    ) as executor:
+    with open_executor(tasks=tasks, **_executor_options(args, threads, processes)) as executor:
         yield executor
+
+
+@contextlib.contextmanager
+def plan_and_executor_from_args(
+    args: argparse.Namespace,
+    plan: Callable[[], Any],
+    tasks_of: Callable[[Any], int | None],
+    *,
+    threads: bool = False,
+    processes: bool = False,
+) -> Iterator[tuple[Any, Any]]:
+    """``(plan(), executor)`` as :func:`executor_from_args` chooses it for ``tasks_of(plan)``
+    tasks; when the flags name a cluster it starts while ``plan`` runs (see
+    ``pipeline.runtime.executor.plan_and_open_executor``)."""
+    from pipeline.runtime.executor import plan_and_open_executor
+
+    with plan_and_open_executor(
+        plan, tasks_of, **_executor_options(args, threads, processes)
+    ) as planned:
+        yield planned
+
+
+def _executor_options(args: argparse.Namespace, threads: bool, processes: bool) -> dict[str, Any]:
+    return {
+        "scheduler": getattr(args, "scheduler", None),
+        "scheduler_file": getattr(args, "scheduler_file", None),
+        "workers": getattr(args, "workers", None),
+        "backend": getattr(args, "backend", "cpu"),
+        "in_process": threads or None,
+        "processes": processes,
+        "protocol": getattr(args, "protocol", None),
+        "rmm_pool_size": getattr(args, "rmm_pool_size", None),
+    }
 
 
 def parse_fraction(text: str) -> float:

@@ -14,7 +14,7 @@ from pipeline.commands.common import (
     add_output_args,
     add_reject_args,
     database_inputs,
-    executor_from_args,
+    plan_and_executor_from_args,
     storage_options,
 )
 from pipeline.errors import UserError
@@ -231,9 +231,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.io.storage import storage_errors
 
     with storage_errors():
-        # Input and output problems before any cluster starts.
-        plan = plan_corpus_export(build_spec(args))
-        with executor_from_args(args, tasks=len(plan.partitions), processes=True) as executor:
+        # Input and output problems are found while a cluster named by the flags starts.
+        with plan_and_executor_from_args(
+            args,
+            lambda: plan_corpus_export(build_spec(args)),
+            lambda plan: len(plan.partitions),
+            processes=True,
+        ) as (plan, executor):
             if executor.name == "dask" and (args.scheduler or args.scheduler_file):
                 from cluster.client import dashboard_link  # imports distributed: only here
 

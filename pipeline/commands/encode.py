@@ -13,7 +13,7 @@ from pipeline.commands.common import (
     add_incremental_args,
     add_reject_args,
     database_inputs,
-    executor_from_args,
+    plan_and_executor_from_args,
     storage_options,
 )
 
@@ -143,9 +143,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.io.storage import storage_errors
 
     with storage_errors():
-        job = _job(args)
-        job.check()  # inputs, output and flags, then the tokenizer, before a cluster is started
-        with executor_from_args(args, tasks=len(job.partitions or ())) as executor:
+        # Inputs, output and flags, then the tokenizer, checked while a cluster named by the
+        # flags starts.
+        with plan_and_executor_from_args(
+            args, lambda: _checked_job(args), lambda job: len(job.partitions or ())
+        ) as (job, executor):
             try:
                 summary = run_encode(job, executor)
             except DataCheckFailed as exc:
@@ -178,6 +180,12 @@ def note_summary(summary: dict[str, Any]) -> None:
         outputs=[summary["out"]],
         totals={"documents": summary["documents"], "tokens": summary["tokens"]},
     )
+
+
+def _checked_job(args: argparse.Namespace) -> Any:
+    job = _job(args)
+    job.check()
+    return job
 
 
 def _job(args: argparse.Namespace) -> Any:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.commands.common import (
     add_cluster_args,
     add_output_args,
-    executor_from_args,
+    plan_and_executor_from_args,
     storage_options,
 )
 from pipeline.errors import UserError
@@ -317,7 +317,23 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> dict:
-    from pipeline.tokens.job import prepare_token_export, run_token_export
+    from pipeline.tokens.job import run_token_export
+
+    # Token export tasks spend their time in GIL-free code (pread gathers, the numba detokenizer,
+    # byte-level writers): threads of this process beat worker processes at every size, with no
+    # cluster to start and the byte table loaded once. A cluster named by the flags starts
+    # while the export is prepared.
+    with plan_and_executor_from_args(
+        args, lambda: _prepare(args), lambda planned: planned[0].n_parts, threads=True
+    ) as ((prepared, order), executor):
+        report_order(order)
+        return run_token_export(prepared, executor)
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Every check of the export: ``(prepared export, the sample order it reads or None)``.
+    Writes nothing (the order's index files are saved once the run is sure to start)."""
+    from pipeline.tokens.job import prepare_token_export
 
     spec = build_spec(args)
     run_ = spec.run
@@ -331,14 +347,7 @@ def _export(args: argparse.Namespace) -> dict:
         if spec.prefix is not None:
             dataset = IndexedDataset(spec.prefix, spec.storage_options)
         order = open_sample_order(dataset, spec.run, defer_save=True)
-    # every check before a cluster starts
-    prepared = prepare_token_export(spec, dataset=dataset, order=order)
-    report_order(order)
-    # Token export tasks spend their time in GIL-free code (pread gathers, the numba detokenizer,
-    # byte-level writers): threads of this process beat worker processes at every size, with no
-    # cluster to start and the byte table loaded once.
-    with executor_from_args(args, tasks=prepared.n_parts, threads=True) as executor:
-        return run_token_export(prepared, executor)
+    return prepare_token_export(spec, dataset=dataset, order=order), order
 
 
 def check_storage(

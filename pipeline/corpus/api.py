@@ -75,7 +75,7 @@ def export_corpus(
     """
     from pipeline.corpus.job import CorpusExport, plan_corpus_export, run_corpus_export
     from pipeline.io.sql import database_source
-    from pipeline.runtime.executor import open_executor
+    from pipeline.runtime.executor import plan_and_open_executor
 
     options = dict(storage_options or {})
     names = (
@@ -105,10 +105,15 @@ def export_corpus(
         incremental=incremental,
         rebuild=rebuild,
     )
-    plan = plan_corpus_export(spec)
-    with open_executor(
-        client=client, workers=workers, backend=backend, in_process=True, processes=True
-    ) as executor:
+    with plan_and_open_executor(  # with workers=: the cluster starts while the export plans
+        lambda: plan_corpus_export(spec),
+        lambda plan: len(plan.partitions),
+        client=client,
+        workers=workers,
+        backend=backend,
+        in_process=True,
+        processes=True,
+    ) as (plan, executor):
         return run_corpus_export(plan, executor, progress=progress)
 
 

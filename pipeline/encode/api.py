@@ -91,7 +91,7 @@ def encode_corpus(
             with the summary as ``.summary``.
     """
     from pipeline.io.sql import database_source
-    from pipeline.runtime.executor import open_executor
+    from pipeline.runtime.executor import plan_and_open_executor
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -117,8 +117,19 @@ def encode_corpus(
         incremental=incremental,
         rebuild=rebuild,
     )
-    job.check()  # before a cluster is started: bad arguments cost nothing
-    with open_executor(
-        client=client, scheduler=scheduler, workers=workers, backend=backend, in_process=True
-    ) as executor:
-        return run_encode(job, executor, progress=progress)
+
+    def checked() -> EncodeJob:
+        job.check()  # inputs, output, tokenizer: nothing is written when this fails
+        return job
+
+    # With scheduler= or workers=, the cluster starts (or connects) while the job is checked.
+    with plan_and_open_executor(
+        checked,
+        lambda planned: len(planned.partitions or ()),
+        client=client,
+        scheduler=scheduler,
+        workers=workers,
+        backend=backend,
+        in_process=True,
+    ) as (planned, executor):
+        return run_encode(planned, executor, progress=progress)

@@ -18,9 +18,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pipeline.errors import TemporaryFailure
 
@@ -232,12 +233,12 @@ def open_executor(
     if client is not None:
         yield DaskExecutor(client)
         return
-    asked_for_cluster = (
-        scheduler
-        or scheduler_file
-        or workers is not None  # 0 too: the cluster refuses it (one line, exit 2)
-        or protocol == "ucx"
-        or rmm_pool_size is not None
+    asked_for_cluster = names_cluster(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        workers=workers,
+        protocol=protocol,
+        rmm_pool_size=rmm_pool_size,
     )
     if not asked_for_cluster and (in_process or (tasks is not None and tasks <= SMALL_JOB_TASKS)):
         if backend == "gpu":
@@ -263,6 +264,92 @@ def open_executor(
         rmm_pool_size=rmm_pool_size,
     ) as dask_client:
         yield DaskExecutor(dask_client)
+
+
+def names_cluster(
+    *,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    protocol: str | None = None,
+    rmm_pool_size: str | int | float | None = None,
+    **_: Any,
+) -> bool:
+    """Whether these options choose Dask whatever the job's size (see :func:`open_executor`)."""
+    return bool(
+        scheduler
+        or scheduler_file
+        or workers is not None  # 0 too: the cluster refuses it (one line, exit 2)
+        or protocol == "ucx"
+        or rmm_pool_size is not None
+    )
+
+
+Plan = TypeVar("Plan")
+
+
+@contextlib.contextmanager
+def plan_and_open_executor(
+    plan: Callable[[], Plan], tasks_of: Callable[[Plan], int | None], **options: Any
+) -> Iterator[tuple[Plan, LocalExecutor | DaskExecutor]]:
+    """``(plan(), executor)``: the run's plan and the executor (:func:`open_executor` with
+    ``options``) it runs on, the cluster started while the driver plans when it can be.
+
+    When the options name a cluster (:func:`names_cluster`) the choice does not depend on the
+    plan, so the cluster starts (or the client connects) at once while ``plan`` runs on a
+    background thread: start-up (~1.5 s for an embedded cluster) and planning (listing inputs,
+    reading a schema, tokenizer or manifest) overlap. The cluster starts on this thread because
+    only the main thread can start its workers with Ctrl-C ignored (``cluster.local``).
+    Otherwise the job's size decides: ``plan`` runs first and ``tasks_of(plan)`` tasks choose
+    this process or an embedded cluster, as :func:`open_executor` says.
+
+    Errors stay those of plan-then-start: a planning error is raised (the cluster that started
+    meanwhile is stopped) even when the cluster failed too, since fixing the input is needed
+    anyway and it is the error raised before; a cluster error is raised when the plan is good.
+    ``plan`` must write nothing: after Ctrl-C (the cluster is stopped, KeyboardInterrupt
+    raised at once) it may still be finishing on its thread, whose result is dropped.
+    """
+    if options.get("client") is not None or not names_cluster(**options):
+        planned = plan()
+        with open_executor(tasks=tasks_of(planned), **options) as executor:
+            yield planned, executor
+        return
+    planning = _BackgroundCall(plan)
+    with contextlib.ExitStack() as stack:
+        try:
+            executor = stack.enter_context(open_executor(**options))
+        except Exception as exc:  # noqa: BLE001 - re-raised below unless planning failed too
+            failed: Exception | None = exc
+        else:
+            failed = None
+        if failed is not None:
+            planning.result()  # the planning error wins
+            raise failed
+        yield planning.result(), executor  # a planning error here stops the cluster
+
+
+class _BackgroundCall:
+    """``fn()`` on a daemon thread; :meth:`result` waits for it and returns or raises."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._call, name="dexport-plan", daemon=True)
+        self._thread.start()
+
+    def _call(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+
+    def result(self) -> Any:
+        """``fn``'s return value, or its error raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def as_executor(target: Any) -> LocalExecutor | DaskExecutor:
