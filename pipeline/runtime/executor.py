@@ -245,8 +245,11 @@ def open_executor(
             from gpu.backend import select_backend
 
             select_backend("gpu")  # names what is missing: CuPy, cuDF, dask_cudf, a device
+        # Forked workers for the CPU backend only: a CUDA context does not survive a fork
+        # (checking for a device above already made one), and GPU kernels release the GIL.
         executor = LocalExecutor(
-            min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)), processes=processes
+            min(os.cpu_count() or 1, max(1, tasks or os.cpu_count() or 1)),
+            processes=processes and backend == "cpu",
         )
         try:
             yield executor

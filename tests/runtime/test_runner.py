@@ -159,6 +159,14 @@ def test_small_jobs_run_in_process_and_clusters_when_asked():
         assert ex.name == "local"
 
 
+def test_forked_workers_only_for_the_cpu_backend():
+    with open_executor(tasks=3, processes=True) as ex:
+        assert ex.processes
+    # "auto" may pick a GPU, whose CUDA context a forked child could not use: threads.
+    with open_executor(tasks=3, processes=True, backend="auto") as ex:
+        assert not ex.processes
+
+
 def test_progress_writes_plain_lines_when_not_a_terminal():
     stream = io.StringIO()
     bar = Progress(10, "dexport test", stream=stream, interval=0.0)
