@@ -24,7 +24,7 @@ from gpu.array_ops import astype, concat, indices_where
 from gpu.backend import Backend
 from gpu.hashing import hash_keys, hash_packed, pack_keys
 from gpu.text_stats import packed_text_suspects, packed_word_counts
-from pipeline.formats.corpus_stats import HIGH, MEDIUM, SplitStats
+from pipeline.formats.corpus_stats import HIGH, MEDIUM, SplitStats, score_units
 from pipeline.formats.record_checks import check_text
 
 BATCH_BYTES = 4 << 20  # texts packed per kernel call (keeps temporaries small and warm)
@@ -135,8 +135,7 @@ def split_stats(
 
     One dataframe of the backend holds a row per text (split, characters, bytes, words, and
     the domain and quality bucket when the schema names them); each statistic is a group-by
-    on it. The quality sum adds scores one by one in input order, on the host, so its float
-    bits are those of a record-by-record sum.
+    on it. The quality sum is exact (integers, on the host; see ``score_units``).
     """
     xp = backend.xp
     table: dict[str, Any] = {
@@ -180,7 +179,5 @@ def split_stats(
         st.chars = sum(length * n for length, n in st.lengths.items())
         if values is not None:
             mine = values[members[s]]
-            mine = mine[~np.isnan(mine)]
-            # 0.0 first: the running sum starts there (and -0.0 + ... must not stay -0.0).
-            st.quality_sum = float(np.cumsum(np.concatenate([[0.0], mine]))[-1])
+            st.quality_units = sum(map(score_units, mine[~np.isnan(mine)].tolist()))
     return members, stats

@@ -59,6 +59,22 @@ def words_and_bytes(texts: list[str], batch_bytes: int = 4 << 20) -> tuple[int, 
     return words, nbytes
 
 
+# Quality scores are summed exactly, as integers of 2**-1074 (the smallest float step): the sum
+# cannot overflow, and it is the same whatever the partitioning (float sums are not).
+SCORE_UNIT_EXPONENT = 1074
+
+
+def score_units(score: float) -> int:
+    """``score`` as an exact integer number of 2**-1074."""
+    numerator, denominator = float(score).as_integer_ratio()  # denominator: a power of two
+    return numerator << (SCORE_UNIT_EXPONENT - denominator.bit_length() + 1)
+
+
+def mean_of_units(units: int, count: int) -> float:
+    """The mean of ``count`` scores summing to ``units``, correctly rounded to a float."""
+    return units / (count << SCORE_UNIT_EXPONENT)
+
+
 def quality_bucket(score: Any) -> str:
     """``high`` / ``medium`` / ``low`` / ``missing`` for a quality score."""
     if score is None or isinstance(score, bool) or not isinstance(score, int | float):
@@ -78,7 +94,7 @@ class SplitStats:
     lengths: Counter = field(default_factory=Counter)
     domains: Counter = field(default_factory=Counter)
     quality: Counter = field(default_factory=Counter)
-    quality_sum: float = 0.0
+    quality_units: int = 0  # exact sum of the scores (see score_units)
 
     def add(
         self,
@@ -114,7 +130,7 @@ class SplitStats:
             b = quality_bucket(s)
             self.quality[b] += 1
             if b != "missing":
-                self.quality_sum += float(s)
+                self.quality_units += score_units(s)
         if tokens is not None:
             self.tokens = (self.tokens or 0) + tokens
 
@@ -129,7 +145,7 @@ class SplitStats:
         self.lengths.update(other.lengths)
         self.domains.update(other.domains)
         self.quality.update(other.quality)
-        self.quality_sum += other.quality_sum
+        self.quality_units += other.quality_units
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -144,7 +160,8 @@ class SplitStats:
             "lengths": [x for pair in sorted(self.lengths.items()) for x in pair],
             "domains": sorted(self.domains.items()),
             "quality": sorted(self.quality.items()),
-            "quality_sum": self.quality_sum,
+            # An integer of up to ~1100 bits: as text (JSON writers stop at 64-bit integers).
+            "quality_units": str(self.quality_units),
         }
 
     @classmethod
@@ -159,7 +176,7 @@ class SplitStats:
             Counter(dict(zip(data["lengths"][::2], data["lengths"][1::2], strict=True))),
             Counter(dict(data["domains"])),
             Counter(dict(data["quality"])),
-            float(data["quality_sum"]),
+            _units(data),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -177,6 +194,14 @@ class SplitStats:
             out["total_tokens"] = self.tokens
             out["avg_tokens"] = round(self.tokens / self.count, 2) if self.count else 0
         return out
+
+
+def _units(data: dict[str, Any]) -> int:
+    """The exact score sum of a stored :meth:`SplitStats.to_json` (progress records written by
+    an older version kept a float sum: it is taken as it was)."""
+    if "quality_units" in data:
+        return int(data["quality_units"])
+    return score_units(float(data["quality_sum"] or 0.0))
 
 
 def length_stats(lengths: Counter) -> dict[str, Any]:
@@ -223,7 +248,9 @@ def dataset_stats(
         "total_words": total.words,
         "domain_distribution": dict(sorted(total.domains.items(), key=lambda kv: (-kv[1], kv[0]))),
         "quality_distribution": quality,
-        "quality_score_mean": round(total.quality_sum / scored, 4) if scored else None,
+        "quality_score_mean": round(mean_of_units(total.quality_units, scored), 4)
+        if scored
+        else None,
         "text_length_stats": length_stats(total.lengths),
         "rejected": dict(sorted(rejected.items())),
         "total_rejected": sum(rejected.values()),

@@ -135,10 +135,14 @@ def validate_record(
                 if spec.required:
                     return f"missing_field:{out}", f"{out} is null"
             elif not _TYPE_OK[spec.type](value):
-                return (
-                    f"wrong_type:{out}",
-                    f"{out} is {_kind(value)} {_short(value)}, expected {spec.type}",
-                )
+                if type(value) is float and value.is_integer() and abs(value) >= 2**63:
+                    detail = (
+                        f"{out} is a number beyond 64-bit integers ({value!r}: read as a float, "
+                        f"digits may be lost), expected {spec.type}; store it as a string"
+                    )
+                else:
+                    detail = f"{out} is {_kind(value)} {_short(value)}, expected {spec.type}"
+                return f"wrong_type:{out}", detail
     return None
 
 

@@ -253,8 +253,16 @@ def _leaf(spec: FieldSpec, coerce: Any) -> Any:
 
 
 # -- coercion (lossless only; anything else is left for validation to reject) -------------
+# JSON integers the reader keeps exact and the writer can write (orjson: 64 bits); a larger
+# integer literal is read as a float, so an integral float beyond this range may have lost
+# digits: it is never converted (validation rejects it with its type).
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
 def _to_string(v: Any) -> Any:
     if type(v) is str:
+        return v
+    if isinstance(v, float) and v.is_integer() and not INT_MIN <= v <= INT_MAX:
         return v
     if isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
@@ -266,13 +274,14 @@ def _to_int(v: Any) -> Any:
         return v
     if isinstance(v, bool):
         return v
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, float) and v.is_integer() and INT_MIN <= v <= INT_MAX:
         return int(v)
     if isinstance(v, str):
         try:
-            return int(v.strip())
+            n = int(v.strip())
         except ValueError:
             return v
+        return n if INT_MIN <= n <= INT_MAX else v
     return v
 
 
@@ -282,7 +291,7 @@ def _to_float(v: Any) -> Any:
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
-        return float(v)
+        return float(v) if float(v) == v else v  # beyond 2**53 only when exact
     if isinstance(v, str):
         try:
             f = float(v.strip())

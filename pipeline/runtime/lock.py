@@ -85,13 +85,19 @@ class OutputLock:
                 self._refuse(held)
             if self._take(held):
                 if held:
-                    self.took_over = held
-                    _notice_take_over(self.url, held)
+                    self.took_over = held  # told once the run goes ahead (announce_take_over)
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._beat, name="dexport-lock", daemon=True)
                 self._thread.start()
                 return
         raise TemporaryFailure(f"output {self.url} is contended by other dexport runs; retry later")
+
+    def announce_take_over(self) -> None:
+        """Tell the user that this run took over a dead run's lock (once the run goes ahead:
+        a run that is refused next says only why)."""
+        if self.took_over:
+            _notice_take_over(self.url, self.took_over)
+            self.took_over = None
 
     def _being_written(self) -> bool:
         """An unreadable local lock created a moment ago: its run is writing it (not stale)."""

@@ -168,6 +168,11 @@ class OutputDir:
         self, params: dict[str, Any], *, overwrite: bool = False, resume: bool = False
     ) -> dict[str, PartRecord]:
         """Lock the directory and make it ready; return parts already completed (``resume``)."""
+        done = self._prepare(params, overwrite=overwrite, resume=resume)
+        self.lock.announce_take_over()
+        return done
+
+    def _prepare(self, params: dict[str, Any], *, overwrite: bool, resume: bool) -> dict[str, Any]:
         if overwrite and resume:
             raise UserError("--overwrite and --resume exclude each other; pass one of them")
         self._check_writable()
@@ -180,13 +185,7 @@ class OutputDir:
                 self.fresh = not done
                 return done
             if existing and not overwrite:
-                hint = self.takeover_hint(existing)
-                if self.staging_for is not None and hint.startswith("pass "):
-                    raise UserError(
-                        f"an interrupted export to {self.staging_for} left its finished parts "
-                        f"in {self.url}; pass --resume to finish it, or --overwrite to start again"
-                    )
-                raise UserError(f"output {self.url} already exists and is not empty; " + hint)
+                raise UserError(self._taken_message(existing))
             if existing:
                 self._remove(self.owned_files(existing))
             write_bytes_atomic(
@@ -196,6 +195,20 @@ class OutputDir:
         except BaseException:
             self._release_and_tidy()
             raise
+
+    def _taken_message(self, existing: list[str]) -> str:
+        """Why an existing output is refused, and the way out."""
+        hint = self.takeover_hint(existing)
+        interrupted = MANIFEST not in existing and f"{PROGRESS}/params.json" in existing
+        if interrupted and hint.startswith("pass "):
+            way_out = "pass --resume to finish it, or --overwrite to start again"
+            if self.staging_for is not None:
+                return (
+                    f"an interrupted export to {self.staging_for} left its finished parts in "
+                    f"{self.url}; {way_out}"
+                )
+            return f"output {self.url} holds an interrupted export; {way_out}"
+        return f"output {self.url} already exists and is not empty; " + hint
 
     def prepare_generation(
         self,
@@ -214,6 +227,13 @@ class OutputDir:
         one with other parameters (more inputs have arrived since) is cleared first.
         ``rebuild`` removes everything dexport wrote (as ``--overwrite``).
         """
+        done = self._prepare_generation(params, kept=kept, rebuild=rebuild, guard=guard)
+        self.lock.announce_take_over()
+        return done
+
+    def _prepare_generation(
+        self, params: dict[str, Any], *, kept: set[str], rebuild: bool, guard: Any
+    ) -> dict[str, PartRecord]:
         self._check_writable()
         self._made = _first_missing(self.path) if is_local(self.fs) else None
         self.lock.acquire()

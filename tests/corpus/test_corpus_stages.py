@@ -20,7 +20,13 @@ from pipeline.corpus.splits import (
     parse_split,
 )
 from pipeline.errors import UserError
-from pipeline.formats.corpus_stats import SplitStats, count_words, length_stats, words_and_bytes
+from pipeline.formats.corpus_stats import (
+    SplitStats,
+    count_words,
+    dataset_stats,
+    length_stats,
+    words_and_bytes,
+)
 from pipeline.formats.record_checks import validate_record
 from pipeline.formats.schema import MISSING, Schema, load_schema, parse_schema
 
@@ -132,6 +138,13 @@ def test_arrow_schema_nests_metadata() -> None:
         ({"text": "ok", "word_count": True}, "wrong_type:metadata.word_count"),
         ({"text": "ok", "title": ["a"]}, "wrong_type:metadata.title"),
         ({"text": "ok", "title": 7}, None),  # numbers convert to strings without loss
+        # Integers beyond 64 bits are read as floats: converting them would lose digits.
+        ({"text": "ok", "domain": 2.0**70}, "wrong_type:metadata.domain"),
+        ({"text": "ok", "word_count": 2.0**70}, "wrong_type:metadata.word_count"),
+        ({"text": "ok", "word_count": "1" * 25}, "wrong_type:metadata.word_count"),
+        ({"text": "ok", "word_count": 2.0**62}, None),  # exact, and within 64 bits
+        ({"text": "ok", "quality_prob": 2**53 + 1}, "wrong_type:metadata.quality_score"),
+        ({"text": "ok", "quality_prob": 2**60}, None),  # a float holds it exactly
     ],
 )
 def test_validation_reasons(record: dict, reason: str | None) -> None:
@@ -245,6 +258,28 @@ def test_split_stats_merge_and_round_trip() -> None:
     assert merged.domains == Counter({"News": 2, "unknown": 1})
     assert merged.quality == Counter({"high": 1, "medium": 1, "missing": 1})
     assert merged.summary()["avg_text_length"] == pytest.approx(13 / 3, abs=0.01)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(min_value=-1e308, max_value=1e308), min_size=1, max_size=30),
+    st.integers(0, 30),
+)
+def test_quality_mean_is_exact_whatever_the_partitioning(scores: list[float], cut: int) -> None:
+    from fractions import Fraction
+
+    def stats_of(parts: list[list[float]]) -> dict:
+        total = SplitStats()
+        for part in parts:
+            one = SplitStats()
+            one.add([1] * len(part), len(part), len(part), [None] * len(part), part)
+            total.merge(SplitStats.from_json(one.to_json()))
+        return dataset_stats({"train": total}, Counter(), {})
+
+    whole = stats_of([scores])
+    assert whole == stats_of([scores[:cut], scores[cut:]])  # no float sum: same bits
+    exact = sum(map(Fraction, scores)) / len(scores)
+    assert whole["quality_score_mean"] == round(float(exact), 4)  # never inf, never a crash
 
 
 def test_length_stats_are_exact_percentiles() -> None:

@@ -11,7 +11,7 @@ import time
 import pytest
 from test_output_protocol import Where, _dead_pid, _lock_body, _write, local, where  # noqa: F401
 
-from pipeline.errors import TemporaryFailure
+from pipeline.errors import TemporaryFailure, UserError
 from pipeline.runtime import lock as lock_module
 from pipeline.runtime import log
 from pipeline.runtime.output import LOCK, MANIFEST, PROGRESS, OutputDir
@@ -72,11 +72,21 @@ def test_taking_over_a_dead_runs_lock_says_so(where: Where, capsys) -> None:  # 
     dead = _dead_pid()
     where.put(LOCK, _lock_body(pid=dead))
     out = where.out()
-    out.lock.acquire()
+    out.prepare({"job": "test"})
     out.lock.release()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dexport: warning: took over the lock"), err
     assert f"pid {dead}" in err[0]
+
+
+def test_a_run_refused_after_taking_over_a_lock_says_only_why(where: Where, capsys) -> None:  # noqa: F811
+    log.configure()
+    where.put("part-00000.jsonl", b"x")
+    where.put(f"{PROGRESS}/params.json", b"{}")
+    where.put(LOCK, _lock_body(pid=_dead_pid()))
+    with pytest.raises(UserError, match="holds an interrupted export; pass --resume to finish it"):
+        where.out().prepare({"job": "test"})
+    assert capsys.readouterr().err == ""  # the refusal is the one line the user sees
 
 
 def test_heartbeat_keeps_a_conditional_lock_fresh(where: Where, monkeypatch) -> None:  # noqa: F811
