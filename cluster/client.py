@@ -30,7 +30,13 @@ from distributed.comm.registry import get_backend
 from distributed.deploy import Cluster
 
 from cluster.errors import ClusterError, SchedulerUnreachable
-from cluster.local import PROTOCOLS, check_embedded, parse_pool_size, start_embedded
+from cluster.local import (
+    PROTOCOLS,
+    check_embedded,
+    main_script_hidden,
+    parse_pool_size,
+    start_embedded,
+)
 
 __all__ = ["ClusterError", "SchedulerUnreachable", "dashboard_link", "get_client"]
 
@@ -94,12 +100,14 @@ def get_client(
     else:
         protocol = protocol or "tcp"
         backend = check_embedded(backend, workers, protocol, pool)
-        cluster = start_embedded(backend, workers, threads_per_worker, protocol, pool)
-        try:
-            with Client(cluster, set_as_default=set_as_default) as started:
-                yield started
-        finally:
-            _close_cluster(cluster)
+        # The user's script stays hidden until the cluster is closed: see main_script_hidden.
+        with main_script_hidden():
+            cluster = start_embedded(backend, workers, threads_per_worker, protocol, pool)
+            try:
+                with Client(cluster, set_as_default=set_as_default) as started:
+                    yield started
+            finally:
+                _close_cluster(cluster)
 
 
 CLOSE_TIMEOUT_S = 20.0

@@ -3,7 +3,8 @@
 
 Everything such a cluster needs is checked by :func:`check_embedded` before any process
 starts, so a missing library or a device that is not there ends in one line (exit 2) instead
-of a worker traceback.
+of a worker traceback. While it runs, :func:`main_script_hidden` keeps its worker processes
+from running the user's script again (the Python API from an unguarded script).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -149,3 +151,52 @@ def _children_ignore_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# The attributes by which multiprocessing's "spawn" finds the main module to re-run in a child.
+_MAIN_ATTRIBUTES = ("__file__", "__spec__")
+_hidden_lock = threading.Lock()
+_hidden_users = 0
+_hidden_module: object = None
+_hidden_saved: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """While open, worker processes started by this process do not re-run its ``__main__``.
+
+    The "spawn" start method, which distributed's nannies use (the default of
+    ``distributed.worker.multiprocessing-method``; dask_cuda's nannies are the same class),
+    re-runs the parent's main module in every child, by path (``__main__.__file__``) or, after
+    ``python -m``, by name (``__main__.__spec__``). A user's script without an ``if __name__ ==
+    "__main__":`` guard would then call dexport again in every worker, which starts workers
+    again: the run hangs. dexport's tasks are functions of its own modules, pickled by
+    reference, so its workers never need ``__main__``; for as long as the embedded cluster
+    lives (a nanny replacing a lost worker spawns again), ``__main__`` has neither attribute.
+    Other threads of this process see it so meanwhile. Uses may nest or overlap (several
+    clusters open at once): the last one to close restores both attributes.
+    """
+    global _hidden_users, _hidden_module
+    with _hidden_lock:
+        if _hidden_users == 0:
+            main = sys.modules.get("__main__")
+            _hidden_module = main
+            _hidden_saved.clear()
+            for name in _MAIN_ATTRIBUTES:
+                if main is not None and name in vars(main):
+                    _hidden_saved[name] = vars(main)[name]
+            if "__file__" in _hidden_saved:
+                del main.__file__
+            if "__spec__" in _hidden_saved:
+                main.__spec__ = None  # spawn reads __main__.__spec__ unguarded: keep the name
+        _hidden_users += 1
+    try:
+        yield
+    finally:
+        with _hidden_lock:
+            _hidden_users -= 1
+            if _hidden_users == 0:
+                for name, value in _hidden_saved.items():
+                    setattr(_hidden_module, name, value)
+                _hidden_saved.clear()
+                _hidden_module = None

@@ -183,7 +183,8 @@ class DatasetManager:
         """Where exports run: this process's threads unless a client, scheduler or workers
         was given.
 
-        The in-process default starts no processes, so a plain script without an
+        The in-process default starts no processes, and the worker processes of an embedded
+        cluster (``workers=``) never run the calling script again, so a plain script without an
         ``if __name__ == "__main__":`` guard, a notebook or ``python -c`` never hangs.
         """
         if self._executor is None:
