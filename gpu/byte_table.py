@@ -71,7 +71,9 @@ class ByteTable:
     def __getstate__(self) -> dict[str, Any]:
         # Derived arrays (and device copies) are rebuilt where needed rather than pickled.
         return {
-            k: v for k, v in self.__dict__.items() if k not in ("packed", "meta", "_device_cache")
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("packed", "meta", "json_escaped", "_device_cache")
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -117,6 +119,34 @@ class ByteTable:
             )
             packed.append((top << np.uint64(56)) | np.where(short, inline, long_form))
         return packed[0], packed[1], data
+
+    @functools.cached_property
+    def json_escaped(self) -> ByteTable:
+        """The same table with every text and partial form JSON-escaped as inside a string
+        literal (what ``orjson`` writes for it). Byte-fallback forms stay raw: a run of them is
+        validated first and escaped as it ends. Escaping commutes with the window rules (it
+        only rewrites ASCII bytes, which end any invalid UTF-8 subpart and never sit inside a
+        character), so decoding with this table gives the escaped text."""
+        from gpu.text_escape import json_escaped_column
+
+        parts, offs = [], []
+        base = 0
+        for off, kind in ((self.rest_off, self.rest_kind), (self.first_off, self.first_kind)):
+            data, out_off = json_escaped_column(self.data, off, kind == KIND_BYTE)
+            parts.append(data)
+            offs.append(out_off + base)
+            base += data.shape[0]
+        return ByteTable(
+            data=np.concatenate(parts),
+            rest_off=offs[0],
+            first_off=offs[1],
+            rest_kind=self.rest_kind,
+            first_kind=self.first_kind,
+            lossy=self.lossy,
+            strip_char=self.strip_char,
+            strip_count=self.strip_count,
+            decoder_chain=self.decoder_chain,
+        )
 
     @functools.cached_property
     def meta(self) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gpu.byte_table import KIND_TEXT, ByteTable, UnsupportedDecoder, build_byte_table
-from gpu.detok_kernels import CLEANUP_RULES, decode_windows_cpu, pack_rules
+from gpu.detok_kernels import CLEANUP_RULES, decode_windows_cpu, json_safe_rules, pack_rules
 from gpu.errors import BackendError
 
 log = logging.getLogger("dexport.detok")
@@ -227,7 +227,14 @@ class Detokenizer:
 
     # -- decoding --------------------------------------------------------------------------
 
-    def decode_to_bytes(self, tokens: Any, offsets: Any) -> tuple[Any, Any]:
+    def decode_to_bytes(
+        self,
+        tokens: Any,
+        offsets: Any,
+        *,
+        json: bool = False,
+        frames: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None,
+    ) -> tuple[Any, Any]:
         """Decode windows ``tokens[offsets[i]:offsets[i+1]]`` to UTF-8.
 
         ``tokens``: flat integer array (any int dtype, NumPy, CuPy or another array-API
@@ -235,18 +242,40 @@ class Detokenizer:
         in the same namespace, with
         ``bytes[off[i]:off[i+1]].decode() == tokenizer.decode(window i, skip_special_tokens)``.
         CuPy arrays are decoded by the CUDA kernel; others by the CPU kernel on the host.
+
+        ``json``: each window as a JSON string literal instead, byte for byte
+        ``orjson.dumps(text)``. ``frames``: ``(before, after)`` NumPy byte columns (``(data,
+        offsets)``, one row per window): row ``i`` is ``before[i] + window i + after[i]``, so
+        a writer gets whole lines (a JSONL record around its text) from one pass.
         """
         if type(tokens).__module__.split(".")[0] == "cupy":
-            return self._decode_device(tokens, offsets)
+            return self._decode_device(tokens, offsets, json, frames)
         if not isinstance(tokens, np.ndarray) and hasattr(tokens, "__array_namespace__"):
             xp = tokens.__array_namespace__()
-            data, offs = self.decode_to_bytes(np.asarray(tokens), np.asarray(offsets))
+            data, offs = self.decode_to_bytes(
+                np.asarray(tokens), np.asarray(offsets), json=json, frames=frames
+            )
             return xp.asarray(data), xp.asarray(offs)
         tokens, offsets = _check_windows(np.asarray(tokens), np.asarray(offsets))
         if self.table is None:
-            texts = self._decode_fallback(tokens, offsets)
-            return _encode(texts)
-        return decode_windows_cpu(self.table, tokens, offsets, self._rules, threads=self.threads)
+            data, offs = _encode(self._decode_fallback(tokens, offsets))
+            return _finish(data, offs, json, frames)
+        if json and not self._json_in_kernel:
+            data, offs = self.decode_to_bytes(tokens, offsets)
+            return _finish(data, offs, json, frames)
+        table = self.table.json_escaped if json else self.table
+        return decode_windows_cpu(
+            table, tokens, offsets, self._rules, threads=self.threads, json=json, frames=frames
+        )
+
+    @property
+    def _json_in_kernel(self) -> bool:
+        """Whether the kernel can write JSON literals itself (escaped table forms): the strip
+        character and the rewrite rules must not touch what JSON escapes."""
+        table = self.table
+        strip_ok = table is not None and (table.strip_count == 0 or 0x20 <= table.strip_char)
+        strip_ok = strip_ok and table.strip_char not in (0x22, 0x5C)
+        return strip_ok and json_safe_rules(CLEANUP_RULES if self.cleanup else ())
 
     def decode(self, tokens: Any, offsets: Any) -> list[str]:
         """Decode windows to Python strings (see :meth:`decode_to_bytes`)."""
@@ -265,11 +294,22 @@ class Detokenizer:
             for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
         ]
 
-    def _decode_device(self, tokens: Any, offsets: Any) -> tuple[Any, Any]:
+    def _decode_device(
+        self,
+        tokens: Any,
+        offsets: Any,
+        json: bool,
+        frames: tuple[tuple[Any, Any], tuple[Any, Any]] | None,
+    ) -> tuple[Any, Any]:
         import cupy
 
-        if self.table is None:
-            data, offs = self.decode_to_bytes(cupy.asnumpy(tokens), cupy.asnumpy(offsets))
+        if self.table is None or json or frames is not None:
+            # The CUDA kernel writes plain text; escaping and framing run on the host.
+            if self.table is None:
+                data, offs = self.decode_to_bytes(cupy.asnumpy(tokens), cupy.asnumpy(offsets))
+            else:
+                data, offs = map(cupy.asnumpy, self._decode_device(tokens, offsets, False, None))
+            data, offs = _finish(data, offs, json, frames)
             return cupy.asarray(data), cupy.asarray(offs)
         from gpu.detok_cuda import decode_windows_cuda
 
@@ -431,6 +471,21 @@ def _check_windows(tokens: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray,
     if tokens.shape[0] and np.issubdtype(tokens.dtype, np.signedinteger) and tokens.min() < 0:
         raise ValueError("token ids must not be negative")
     return np.ascontiguousarray(tokens), offsets
+
+
+def _finish(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    json: bool,
+    frames: tuple[tuple[Any, Any], tuple[Any, Any]] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plain decoded windows as :meth:`Detokenizer.decode_to_bytes` returns them for ``json``
+    and ``frames`` (on the host)."""
+    if not json and frames is None:
+        return data, offsets
+    from gpu.text_escape import framed_column
+
+    return framed_column(data, offsets, frames, json=json)
 
 
 def _split(data: np.ndarray, offsets: np.ndarray) -> list[str]:

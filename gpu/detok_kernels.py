@@ -31,6 +31,7 @@ import numba
 import numpy as np
 
 from gpu.byte_table import KIND_BYTE, KIND_PARTIAL, KIND_SKIP, ByteTable
+from gpu.text_escape import JSON_ESCAPES as _ESCAPES
 from gpu.unaligned import load_u64, store_u64
 from gpu.utf8 import first_invalid, replace_invalid
 
@@ -81,9 +82,9 @@ def pack_rules(rules: tuple[tuple[bytes, bytes], ...]) -> tuple[np.ndarray, np.n
 
 
 @numba.njit(cache=True, nogil=True)
-def _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left):
-    """Finish a byte-fallback run ``out[run_start:pos]``. Returns ``(pos, strip_left)``, pos -1
-    when ``cap`` is too small."""
+def _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left, json, escapes):
+    """Finish a byte-fallback run ``out[run_start:pos]`` (raw bytes). Returns
+    ``(pos, strip_left)``, pos -1 when ``cap`` is too small."""
     if first_invalid(out, run_start, pos) == pos:
         if strip_left > 0 and run_start == ws:
             k = run_start
@@ -96,6 +97,8 @@ def _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left):
                 for q in range(pos - k):
                     out[run_start + q] = out[k + q]
                 pos -= k - run_start
+        if json:
+            pos = _escape_in_place(out, run_start, pos, cap, escapes)
         return pos, strip_left
     n = pos - run_start
     if run_start + 3 * n > cap:
@@ -107,6 +110,50 @@ def _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left):
     if run_start == ws:
         strip_left = 0
     return run_start + 3 * n, strip_left
+
+
+@numba.njit(cache=True, nogil=True)
+def _escape_in_place(out, start, end, cap, escapes):
+    """JSON-escape ``out[start:end]`` in place (from the back, as it only grows); returns the
+    new end, -1 when ``cap`` is too small. ``escapes``: ``(extra, short, hex digits)``."""
+    extra, short, hexdigits = escapes
+    grow = 0
+    for q in range(start, end):
+        grow += extra[out[q]]
+    if grow == 0:
+        return end
+    if end + grow > cap:
+        return -1
+    dst = end + grow
+    for q in range(end - 1, start - 1, -1):
+        c = out[q]
+        e = extra[c]
+        if e == 0:
+            dst -= 1
+            out[dst] = c
+        elif e == 1:
+            dst -= 2
+            out[dst] = 0x5C
+            out[dst + 1] = short[c]
+        else:
+            dst -= 6
+            out[dst] = 0x5C
+            out[dst + 1] = 0x75  # u
+            out[dst + 2] = 0x30
+            out[dst + 3] = 0x30
+            out[dst + 4] = hexdigits[c >> 4]
+            out[dst + 5] = hexdigits[c & 0xF]
+    return end + grow
+
+
+@numba.njit(cache=True, nogil=True)
+def _put(src, start, end, out, pos, cap):
+    """Copy ``src[start:end]`` to ``out[pos:]``; returns the end, -1 when ``cap`` is too small."""
+    if pos + end - start > cap:
+        return -1
+    for q in range(end - start):
+        out[pos + q] = src[start + q]
+    return pos + end - start
 
 
 @numba.njit(cache=True, nogil=True)
@@ -147,13 +194,13 @@ def _form_byte(entry, data, a, q):
 
 
 @numba.njit(cache=True, nogil=True)
-def _repair(out, start, end, cap, scratch):
-    """Replace invalid UTF-8 in ``out[start:end]``; returns ``(end, scratch)``, end -1 when
-    ``cap`` is too small."""
+def _repair(out, start, end, cap):
+    """Replace invalid UTF-8 in ``out[start:end]``; returns the end, -1 when ``cap`` is too
+    small."""
     bad = first_invalid(out, start, end)
     if bad == end:
-        return end, scratch
-    return replace_invalid(out, bad, end, cap, scratch)
+        return end
+    return replace_invalid(out, bad, end, cap)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -168,17 +215,36 @@ def _decode_into(
     rules,
     pat_off,
     rep_off,
+    json,
+    escapes,
+    frames,
     out,
     cap,
     out_off,
 ):
     """Decode all windows into ``out`` (``cap`` usable bytes; the array has 16 more so that
-    8-byte stores may run past the end); returns -1, or the window that did not fit."""
+    8-byte stores may run past the end); returns -1, or the window that did not fit.
+
+    ``json``: the table holds JSON-escaped forms; each window is written as a JSON string
+    literal (byte-fallback runs are escaped as they end). ``frames``: ``(before data, before
+    offsets, after data, after offsets)``; window ``i`` is written between ``before[i]`` and
+    ``after[i]``.
+    """
     vocab = rest_tab.shape[0]
-    scratch = np.empty(0, dtype=np.uint8)
+    b_data, b_off, a_data, a_off = frames
+    framed = b_off.shape[0] > 1
     pos = 0
     out_off[0] = 0
     for w in range(offsets.shape[0] - 1):
+        if framed:
+            pos = _put(b_data, b_off[w], b_off[w + 1], out, pos, cap)
+            if pos < 0:
+                return w
+        if json:
+            if pos >= cap:
+                return w
+            out[pos] = 0x22
+            pos += 1
         ws = pos
         first = True
         strip_left = strip_count
@@ -196,7 +262,7 @@ def _decode_into(
             first = False
             if kind == KIND_BYTE:
                 if partial_start >= 0:
-                    pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+                    pos = _repair(out, partial_start, pos, cap)
                     if pos < 0:
                         return w
                     partial_start = -1
@@ -208,7 +274,9 @@ def _decode_into(
                 pos += 1
                 continue
             if run_start >= 0:
-                pos, strip_left = _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left)
+                pos, strip_left = _flush_run(
+                    out, run_start, pos, ws, cap, strip_char, strip_left, json, escapes
+                )
                 if pos < 0:
                     return w
                 run_start = -1
@@ -221,7 +289,7 @@ def _decode_into(
                 if partial_start < 0:
                     partial_start = pos
             elif partial_start >= 0 and n > 0:  # an empty token does not end the run
-                pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+                pos = _repair(out, partial_start, pos, cap)
                 if pos < 0:
                     return w
                 partial_start = -1
@@ -245,15 +313,26 @@ def _decode_into(
                     store_u64(out, pos + q, load_u64(data, a + q))
                 pos += n
         if run_start >= 0:
-            pos, strip_left = _flush_run(out, run_start, pos, ws, cap, strip_char, strip_left)
+            pos, strip_left = _flush_run(
+                out, run_start, pos, ws, cap, strip_char, strip_left, json, escapes
+            )
             if pos < 0:
                 return w
         if partial_start >= 0:
-            pos, scratch = _repair(out, partial_start, pos, cap, scratch)
+            pos = _repair(out, partial_start, pos, cap)
             if pos < 0:
                 return w
         if pat_off.shape[0] > 1:
             pos = _rewrite(out, ws, pos, rules, pat_off, rep_off)
+        if json:
+            if pos >= cap:
+                return w
+            out[pos] = 0x22
+            pos += 1
+        if framed:
+            pos = _put(a_data, a_off[w], a_off[w + 1], out, pos, cap)
+            if pos < 0:
+                return w
         out_off[w + 1] = pos
     return -1
 
@@ -268,34 +347,51 @@ def _raw_size(tokens, rest_off, vocab):
     return total
 
 
+Frames = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_NO_FRAME = (np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
+
+
 def decode_windows_cpu(
     table: ByteTable,
     tokens: np.ndarray,
     offsets: np.ndarray,
     rules: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     threads: int = 1,
+    *,
+    json: bool = False,
+    frames: Frames | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode windows ``tokens[offsets[i]:offsets[i+1]]`` with the compiled kernel.
 
     ``tokens``: 1-D integer array (any int dtype); ``offsets``: int64, non-decreasing, ``n+1``.
     ``rules``: packed rewrite rules (:func:`pack_rules`) applied to each window, or None.
     ``threads`` > 1 splits the windows into that many blocks decoded concurrently (the kernel
-    releases the GIL) and joins the results. Returns ``(bytes uint8, offsets int64 [n+1])``.
+    releases the GIL) and joins the results. ``json``: ``table`` is the JSON-escaped table
+    (:meth:`ByteTable.json_escaped`) and each window is written as a JSON string literal
+    (``rules`` must be :func:`json_safe_rules`). ``frames``: ``(before, after)`` byte columns
+    (``(data, offsets)``, one row per window) written around each window. Returns ``(bytes
+    uint8, offsets int64 [n+1])`` of the (framed) windows.
     """
     if rules is None:
         rules = pack_rules(())
     n = offsets.shape[0] - 1
+    if frames is not None:
+        (b_data, b_off), (a_data, a_off) = frames
+        if b_off.shape[0] != n + 1 or a_off.shape[0] != n + 1:
+            raise ValueError("frames must have one row per window")
     blocks = max(1, min(int(threads), n // _MIN_WINDOWS_PER_THREAD))
+
+    def block(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        framing = (*_NO_FRAME, *_NO_FRAME)
+        if frames is not None:
+            framing = (b_data, b_off[lo : hi + 1], a_data, a_off[lo : hi + 1])
+        return _decode_block(table, tokens, offsets[lo : hi + 1], rules, json, framing)
+
     if blocks == 1:
-        return _decode_block(table, tokens, offsets, rules)
+        return block(0, n)
     cuts = np.linspace(0, n, blocks + 1).astype(np.int64)
     with ThreadPoolExecutor(blocks) as pool:
-        parts = list(
-            pool.map(
-                lambda k: _decode_block(table, tokens, offsets[cuts[k] : cuts[k + 1] + 1], rules),
-                range(blocks),
-            )
-        )
+        parts = list(pool.map(lambda k: block(cuts[k], cuts[k + 1]), range(blocks)))
     out_off = np.empty(n + 1, dtype=np.int64)
     out_off[0] = 0
     base = 0
@@ -305,19 +401,39 @@ def decode_windows_cpu(
     return np.concatenate([data for data, _ in parts]), out_off
 
 
+def json_safe_rules(rules: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether rewrite ``rules`` give the same result on JSON-escaped text as on the text: no
+    pattern or replacement holds a byte JSON escapes, and no pattern starts with a byte that
+    can follow a backslash in an escape (so no match starts or ends inside one)."""
+    inside_escape = set(b'"\\/bfnrtu0123456789abcdef')
+    for pat, rep in rules:
+        if any(c < 0x20 or c in b'"\\' for c in pat + rep) or (pat and pat[0] in inside_escape):
+            return False
+    return True
+
+
 def _decode_block(
     table: ByteTable,
     tokens: np.ndarray,
     offsets: np.ndarray,
     rules: tuple[np.ndarray, np.ndarray, np.ndarray],
+    json: bool,
+    frames: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
     n = offsets.shape[0] - 1
     rest_tab, first_tab, data = table.packed
     raw = int(_raw_size(tokens[offsets[0] : offsets[n]], table.rest_off, table.vocab_size))
     first_extra = table.max_first_extra * n
+    framing = 2 * n if json else 0
+    b_off, a_off = frames[1], frames[3]
+    if b_off.shape[0] > 1:
+        framing += int(b_off[-1] - b_off[0] + a_off[-1] - a_off[0])
+    # Worst case: every byte replaced by a 3-byte U+FFFD, or (JSON) a byte-fallback byte
+    # escaped as \u00XX.
+    worst = 6 if json else 3
     attempts = (
-        raw + first_extra + _SLACK_PER_WINDOW * n + 64,
-        3 * (raw + first_extra) + 64,  # every byte replaced by a 3-byte U+FFFD
+        raw + first_extra + _SLACK_PER_WINDOW * n + framing + 64,
+        worst * (raw + first_extra) + framing + 64,
     )
     out_off = np.empty(n + 1, dtype=np.int64)
     for cap in attempts:
@@ -331,6 +447,9 @@ def _decode_block(
             table.strip_char,
             table.strip_count,
             *rules,
+            json,
+            _ESCAPES,
+            frames,
             out,
             cap,
             out_off,

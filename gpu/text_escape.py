@@ -45,6 +45,9 @@ for _code, _letter in (
     _JSON_EXTRA[_code] = 1
     _JSON_SHORT[_code] = ord(_letter)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+# What a kernel that escapes JSON as it writes takes: (extra bytes, short letter, hex digits).
+JSON_ESCAPES = (_JSON_EXTRA, _JSON_SHORT, _HEX)
+_NO_EXTRA = np.zeros(256, dtype=np.int64)
 
 
 def _check(data: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +132,12 @@ def _escape_into(data, start, end, extra, short, hexdigits, out, pos):
 
 
 @numba.njit(cache=True, nogil=True)
-def _json_sizes(data, offsets, extra, out_off, before, after):
-    """Output offsets of ``before[i] + '"' + escaped string i + '"' + after[i]``."""
+def _json_sizes(data, offsets, extra, quotes, out_off, before, after):
+    """Output offsets of ``before[i] + '"' + escaped string i + '"' + after[i]`` (no quotes
+    and no escapes when ``quotes`` is 0 and ``extra`` all zero)."""
     out_off[0] = 0
     for i in range(offsets.shape[0] - 1):
-        size = 2 + _escaped_size(data, offsets[i], offsets[i + 1], extra)
+        size = quotes + _escaped_size(data, offsets[i], offsets[i + 1], extra)
         size += before[i + 1] - before[i] + after[i + 1] - after[i]
         out_off[i + 1] = out_off[i] + size
 
@@ -146,17 +150,28 @@ def _copy(src, start, end, out, pos):
 
 
 @numba.njit(cache=True, nogil=True)
-def _json_write(data, offsets, extra, short, hexdigits, out, out_off, b_data, b_off, a_data, a_off):
+def _json_write(
+    data, offsets, extra, short, hexdigits, quoted, out, out_off, b_data, b_off, a_data, a_off
+):
     for i in range(offsets.shape[0] - 1):
         pos = _copy(b_data, b_off[i], b_off[i + 1], out, out_off[i])
-        out[pos] = 0x22
-        pos = _escape_into(data, offsets[i], offsets[i + 1], extra, short, hexdigits, out, pos + 1)
-        out[pos] = 0x22
-        _copy(a_data, a_off[i], a_off[i + 1], out, pos + 1)
+        if quoted:
+            out[pos] = 0x22
+            pos += 1
+        pos = _escape_into(data, offsets[i], offsets[i + 1], extra, short, hexdigits, out, pos)
+        if quoted:
+            out[pos] = 0x22
+            pos += 1
+        _copy(a_data, a_off[i], a_off[i + 1], out, pos)
 
 
 def _framed(
-    data: Any, offsets: Any, before: tuple[Any, Any] | None, after: tuple[Any, Any] | None
+    data: Any,
+    offsets: Any,
+    before: tuple[Any, Any] | None,
+    after: tuple[Any, Any] | None,
+    *,
+    json: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     data, offsets = _check(data, offsets)
     n = offsets.shape[0] - 1
@@ -165,11 +180,12 @@ def _framed(
     a_data, a_off = _check(*(after or empty))
     if b_off.shape[0] != n + 1 or a_off.shape[0] != n + 1:
         raise ValueError("before/after columns must have as many rows as the strings")
+    extra = _JSON_EXTRA if json else _NO_EXTRA
     out_off = np.empty_like(offsets)
-    _json_sizes(data, offsets, _JSON_EXTRA, out_off, b_off, a_off)
+    _json_sizes(data, offsets, extra, 2 if json else 0, out_off, b_off, a_off)
     out = np.empty(int(out_off[-1]) + 8, dtype=np.uint8)  # 8-byte stores may run past the end
     _json_write(
-        data, offsets, _JSON_EXTRA, _JSON_SHORT, _HEX, out, out_off, b_data, b_off, a_data, a_off
+        data, offsets, extra, _JSON_SHORT, _HEX, json, out, out_off, b_data, b_off, a_data, a_off
     )
     return out[: out_off[-1]], out_off
 
@@ -192,6 +208,45 @@ def json_framed_column(
     gets whole JSON lines in one buffer without a Python object per row.
     """
     return _framed(data, offsets, before, after)
+
+
+def framed_column(
+    data: Any,
+    offsets: Any,
+    frames: tuple[tuple[Any, Any], tuple[Any, Any]] | None,
+    *,
+    json: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each string, as a JSON literal when ``json`` (else as is), between the rows of the
+    ``frames = (before, after)`` byte columns (None: no frame)."""
+    before, after = frames if frames is not None else (None, None)
+    return _framed(data, offsets, before, after, json=json)
+
+
+@numba.njit(cache=True, nogil=True)
+def _escape_rows(data, offsets, raw, extra, no_extra, short, hexdigits, out, out_off, write):
+    for i in range(offsets.shape[0] - 1):
+        table = no_extra if raw[i] else extra
+        if write:
+            _escape_into(data, offsets[i], offsets[i + 1], table, short, hexdigits, out, out_off[i])
+        else:
+            out_off[i + 1] = out_off[i] + _escaped_size(data, offsets[i], offsets[i + 1], table)
+
+
+def json_escaped_column(data: Any, offsets: Any, raw: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each string JSON-escaped as inside a literal (no quotes); rows where ``raw`` (bool
+    ``[n]``) is true are copied unchanged. Strings need not be valid UTF-8: escaping is
+    bytewise."""
+    data, offsets = _check(data, offsets)
+    n = offsets.shape[0] - 1
+    raw = np.zeros(n, dtype=np.bool_) if raw is None else np.asarray(raw, dtype=np.bool_)
+    out_off = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(8, dtype=np.uint8)
+    args = (_JSON_EXTRA, _NO_EXTRA, _JSON_SHORT, _HEX)
+    _escape_rows(data, offsets, raw, *args, out, out_off, False)
+    out = np.empty(int(out_off[-1]) + 8, dtype=np.uint8)  # 8-byte stores may run past the end
+    _escape_rows(data, offsets, raw, *args, out, out_off, True)
+    return out[: out_off[-1]], out_off
 
 
 @numba.njit(cache=True, nogil=True)

@@ -70,29 +70,28 @@ def first_invalid(buf, start, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def replace_invalid(out, bad, end, cap, scratch):
+def replace_invalid(out, bad, end, cap):
     """Rewrite ``out[bad:end]`` with U+FFFD for each maximal invalid subpart. Returns the new
     end, or -1 when ``cap`` is too small."""
     n = end - bad
-    if scratch.shape[0] < n:
-        scratch = np.empty(2 * n, dtype=np.uint8)
-    scratch[:n] = out[bad:end]
+    # A copy of the bytes to repair (the rare path: allocated here, not carried by callers).
+    scratch = out[bad:end].copy()
     i, pos = 0, bad
     while i < n:
         k = seq_len(scratch, i, n)
         if k > 0:
             if pos + k > cap:
-                return -1, scratch
+                return -1
             for q in range(k):
                 out[pos + q] = scratch[i + q]
             pos += k
             i += k
         else:
             if pos + 3 > cap:
-                return -1, scratch
+                return -1
             out[pos] = 0xEF
             out[pos + 1] = 0xBF
             out[pos + 2] = 0xBD
             pos += 3
             i += -k
-    return pos, scratch
+    return pos

@@ -30,6 +30,16 @@ class TokenFormat:
         else:
             getattr(tr, f"write_{self.name}")(handle, records, header=header)
 
+    def line_frames(self, records: Any) -> Any:
+        """``(before, after)`` byte columns around each record's text when the detokenizer
+        writes this format's lines itself (JSONL: each text as a JSON literal, see
+        ``gpu.detok.Detokenizer.decode_to_bytes``), else None."""
+        if self.name != "jsonl":
+            return None
+        from pipeline.formats import token_records as tr
+
+        return tr.json_frames(records)
+
     def join(self, fs: Any, sources: list[str], target: str) -> None:
         """Join part files (in order) into one file ``target``."""
         from pipeline.io import assemble

@@ -3,12 +3,12 @@
 Record fields follow TokenSmith's names (DESIGN, "Records of a token export"): ``index`` (true
 sample id, or document id), ``batch_id`` (batch selections), ``content`` (text or token ids)
 and ``doc_details``. Each writer takes a whole chunk as columns and writes it in one go; token
-lists and text arrive as flat arrays plus offsets, so no Python object per token is made.
+lists and text arrive as flat arrays plus offsets, so no Python object per token is made, and
+rows are rendered for the whole chunk (``gpu.text_rows``), so none per record either.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +19,8 @@ import orjson
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from gpu.text_rows import IntList, Part
 
 DETAIL_FIELDS = ("doc_index_f", "doc_index_l", "offset_f", "offset_l")
 # A blended run's records also say where each window came from (blends only).
@@ -42,6 +44,8 @@ class TokenRecords:
     batch_id_last: bool = False  # TokenSmith's order: batch_id after the other columns
     dataset: np.ndarray | None = None  # blends: the prefix each window was read from (str)
     dataset_sample_id: np.ndarray | None = None  # blends: its sample id in that dataset
+    # The chunk already encoded as JSONL: the detokenizer wrote each line around its text.
+    lines: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -52,54 +56,9 @@ class TokenRecords:
         return int(offsets[i]), int(offsets[i + 1])
 
 
-# -- JSON ----------------------------------------------------------------------------------
-def _content_fragments(rec: TokenRecords, *, csv: bool = False) -> list[bytes]:
-    """Each record's content as its encoded bytes (JSON text goes through ``write_jsonl``)."""
-    n = len(rec)
-    if rec.text is not None:
-        from gpu.text_escape import csv_field_column
-
-        assert csv, "JSON text is framed by write_jsonl"
-        data, offsets = csv_field_column(rec.text, rec.text_offsets)
-        return [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(n)]
-    off = rec.token_offsets
-    tokens = rec.tokens
-    frags = [
-        orjson.dumps(tokens[off[i] : off[i + 1]], option=orjson.OPT_SERIALIZE_NUMPY)
-        for i in range(n)
-    ]
-    if csv:  # TokenSmith writes token lists as "[1, 2, 3]" in CSV
-        frags = [b'"' + f.replace(b",", b", ") + b'"' for f in frags]
-    return frags
-
-
-def _record_dicts(rec: TokenRecords, content: list, *, with_batch: bool) -> list[dict]:
-    index = rec.index.tolist()
-    batch = rec.batch_id.tolist() if rec.batch_id is not None and with_batch else None
-    details = {k: rec.details[k].tolist() for k in DETAIL_FIELDS} if rec.details else None
-    sources = _sources(rec)
-    out = []
-    for i in range(len(rec)):
-        row: dict = {"index": index[i]}
-        if batch is not None and not rec.batch_id_last:
-            row["batch_id"] = batch[i]
-        if sources is not None:
-            row["dataset"], row["dataset_sample_id"] = sources[0][i], sources[1][i]
-        row["content"] = content[i]
-        if details is not None:
-            row["doc_details"] = {k: details[k][i] for k in DETAIL_FIELDS}
-        if batch is not None and rec.batch_id_last:
-            row["batch_id"] = batch[i]
-        out.append(row)
-    return out
-
-
-def _sources(rec: TokenRecords) -> tuple[list, list] | None:
-    if rec.dataset is None:
-        return None
-    return rec.dataset.tolist(), rec.dataset_sample_id.tolist()
-
-
+# -- JSON and CSV rows --------------------------------------------------------------------
+# Rows are rendered for a whole chunk by gpu.text_rows (integer columns in decimal, a few
+# distinct strings as choices): no Python object per record. Text goes between the pieces.
 def _batch_groups(batch_id: np.ndarray) -> list[tuple[int, int, int]]:
     """``(batch, start, stop)`` runs of equal batch ids (chunks hold whole batches)."""
     cut = np.flatnonzero(np.diff(batch_id)) + 1
@@ -107,51 +66,90 @@ def _batch_groups(batch_id: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(batch_id[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-# Text content is left out of the Python objects: each record holds this slot, the lines are
-# cut at the slots, and one kernel writes the escaped text between the pieces.
-_CONTENT_KEY = b'"content":'
-_SLOT = orjson.Fragment(b"0")
+def _groups(rec: TokenRecords) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Per record: index of its batch group if it starts one (else the number of groups),
+    and 0 if it ends one (else 1); and the groups' batch ids."""
+    groups = _batch_groups(rec.batch_id)
+    n = len(rec)
+    lead = np.full(n, len(groups), dtype=np.int64)
+    tail = np.ones(n, dtype=np.int64)
+    for k, (_, lo, hi) in enumerate(groups):
+        lead[lo] = k
+        tail[hi - 1] = 0
+    return lead, tail, [b for b, _, _ in groups]
 
 
-def _byte_column(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in pieces], out=offsets[1:])
-    return np.frombuffer(b"".join(pieces), dtype=np.uint8), offsets
+def _json_parts(rec: TokenRecords) -> tuple[list[Part], list[Part]]:
+    """The parts of each JSONL row before and after its content (``orjson``'s bytes)."""
+    from gpu.text_rows import Choice
+
+    with_batch = rec.batch_id is not None and not rec.nested
+    before: list[Part] = []
+    after: list[Part] = []
+    if rec.nested:  # {"batch_id":B,"sequences":[record,record,...]}
+        lead, tail, batches = _groups(rec)
+        leads = [b'{"batch_id":%d,"sequences":[' % b for b in batches]
+        before.append(Choice(lead, [*leads, b","]))
+    before += [b'{"index":', rec.index]
+    if with_batch and not rec.batch_id_last:
+        before += [b',"batch_id":', rec.batch_id]
+    if rec.dataset is not None:
+        names, codes = np.unique(rec.dataset, return_inverse=True)
+        before += [b',"dataset":', Choice(codes, [orjson.dumps(str(x)) for x in names])]
+        before += [b',"dataset_sample_id":', rec.dataset_sample_id]
+    before.append(b',"content":')
+    if rec.details:
+        for k, field in enumerate(DETAIL_FIELDS):
+            after += [(b',"doc_details":{"' if k == 0 else b',"') + field.encode() + b'":']
+            after.append(rec.details[field])
+        after.append(b"}")
+    if with_batch and rec.batch_id_last:
+        after += [b',"batch_id":', rec.batch_id]
+    after.append(b"}")
+    after.append(Choice(tail, [b"]}\n", b""]) if rec.nested else b"\n")
+    return before, after
+
+
+def json_frames(rec: TokenRecords) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """``(before, after)``: each JSONL row around its content's JSON literal, as byte columns
+    (what the detokenizer writes around each window's text)."""
+    from gpu.text_rows import render_rows
+
+    before, after = _json_parts(rec)
+    n = len(rec)
+    return render_rows(n, before), render_rows(n, after)
+
+
+def _token_lists(rec: TokenRecords, sep: bytes) -> IntList:
+    from gpu.text_rows import IntList
+
+    offsets = rec.token_offsets
+    if offsets is None:
+        offsets = np.arange(len(rec) + 1, dtype=np.int64) * rec.width
+    return IntList(rec.tokens, offsets, sep)
 
 
 def write_jsonl(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> None:
     """One JSON object per line (one per batch, ``{"batch_id", "sequences"}``, when nested)."""
     del header
     n = len(rec)
+    if rec.lines is not None:
+        handle.write(memoryview(rec.lines))
+        return
     if n == 0:
         return
-    text = rec.text is not None
-    content = [_SLOT] * n if text else list(map(orjson.Fragment, _content_fragments(rec)))
-    rows = _record_dicts(rec, content, with_batch=not rec.nested)
-    if rec.nested:
-        lines = [
-            orjson.dumps({"batch_id": b, "sequences": rows[lo:hi]})
-            for b, lo, hi in _batch_groups(rec.batch_id)
-        ]
-    else:
-        lines = [orjson.dumps(r) for r in rows]
-    blob = b"\n".join(lines) + b"\n"
-    if not text:
-        handle.write(blob)
-        return
-    # The key cannot occur elsewhere: inside a JSON string its quotes would be escaped.
-    pieces = blob.split(_CONTENT_KEY + b"0")
-    before = [piece + _CONTENT_KEY for piece in pieces[:-1]]
-    after = [b""] * (n - 1) + [pieces[-1]]
-    from gpu.text_escape import json_framed_column
+    if rec.text is not None:
+        from gpu.text_escape import framed_column
 
-    data, _ = json_framed_column(
-        rec.text, rec.text_offsets, _byte_column(before), _byte_column(after)
-    )
+        data, _ = framed_column(rec.text, rec.text_offsets, json_frames(rec), json=True)
+    else:
+        from gpu.text_rows import render_rows
+
+        before, after = _json_parts(rec)
+        data, _ = render_rows(n, [*before, _token_lists(rec, b","), *after])
     handle.write(memoryview(data))
 
 
-# -- CSV -----------------------------------------------------------------------------------
 def csv_columns(rec: TokenRecords) -> list[str]:
     """CSV header: ``index,content[,batch_id][,dataset,dataset_sample_id]``
     ``[,doc_index_f,doc_index_l,offset_f,offset_l]``."""
@@ -169,26 +167,32 @@ def csv_columns(rec: TokenRecords) -> list[str]:
 
 def write_csv(handle: IO[bytes], rec: TokenRecords, *, header: bool = True) -> None:
     """CSV rows (``\\r\\n`` line ends and quoting as Python's csv module writes them)."""
-    frags = _content_fragments(rec, csv=True)
-    tails = [[str(x).encode() for x in rec.index.tolist()]]
-    extra: list[list[bytes]] = []
-    batch = [str(x).encode() for x in rec.batch_id.tolist()] if rec.batch_id is not None else None
-    if batch is not None and not rec.batch_id_last:
-        extra.append(batch)
+    from gpu.text_rows import Choice, Column, render_rows
+
+    n = len(rec)
+    if rec.text is not None:
+        from gpu.text_escape import csv_field_column
+
+        content: Part = Column(*csv_field_column(rec.text, rec.text_offsets))
+    else:  # TokenSmith writes token lists as "[1, 2, 3]" in CSV
+        content = Column(*render_rows(n, [b'"', _token_lists(rec, b", "), b'"']))
+    parts: list[Part] = [rec.index, b",", content]
+    if rec.batch_id is not None and not rec.batch_id_last:
+        parts += [b",", rec.batch_id]
     if rec.dataset is not None:
-        names, ids = _sources(rec)
-        extra.append([_csv_text(name) for name in names])
-        extra.append([str(x).encode() for x in ids])
+        names, codes = np.unique(rec.dataset, return_inverse=True)
+        parts += [b",", Choice(codes, [_csv_text(str(x)) for x in names])]
+        parts += [b",", rec.dataset_sample_id]
     if rec.details:
-        extra.extend([str(x).encode() for x in rec.details[k].tolist()] for k in DETAIL_FIELDS)
-    if batch is not None and rec.batch_id_last:
-        extra.append(batch)
-    out = io.BytesIO()
+        for field in DETAIL_FIELDS:
+            parts += [b",", rec.details[field]]
+    if rec.batch_id is not None and rec.batch_id_last:
+        parts += [b",", rec.batch_id]
+    parts.append(b"\r\n")
     if header:
-        out.write(",".join(csv_columns(rec)).encode() + b"\r\n")
-    for i in range(len(rec)):
-        out.write(b",".join([tails[0][i], frags[i], *(col[i] for col in extra)]) + b"\r\n")
-    handle.write(out.getbuffer())
+        handle.write(",".join(csv_columns(rec)).encode() + b"\r\n")
+    if n:
+        handle.write(memoryview(render_rows(n, parts)[0]))
 
 
 def _csv_text(value: str) -> bytes:

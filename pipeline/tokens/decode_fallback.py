@@ -96,9 +96,17 @@ class DecodeFallback:
             texts.append(text)
         return texts
 
-    def decode_to_bytes(self, tokens: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
+    def decode_to_bytes(
+        self,
+        tokens: Any,
+        offsets: Any,
+        *,
+        json: bool = False,
+        frames: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The windows' text as UTF-8: ``(bytes uint8, offsets int64 [n+1])``, with
-        ``bytes[off[i]:off[i+1]].tobytes().decode() == decode(window i)``."""
+        ``bytes[off[i]:off[i+1]].tobytes().decode() == decode(window i)``; ``json`` and
+        ``frames`` as in ``gpu.detok.Detokenizer.decode_to_bytes``."""
         encoded = []
         for text in self.decode(tokens, offsets):
             try:
@@ -110,7 +118,12 @@ class DecodeFallback:
                 ) from None
         out_offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum([len(e) for e in encoded], out=out_offsets[1:])
-        return np.frombuffer(bytearray(b"".join(encoded)), np.uint8), out_offsets
+        data = np.frombuffer(bytearray(b"".join(encoded)), np.uint8)
+        if not json and frames is None:
+            return data, out_offsets
+        from gpu.text_escape import framed_column
+
+        return framed_column(data, out_offsets, frames, json=json)
 
     def __repr__(self) -> str:
         return f"DecodeFallback({self.name!r}, skip_special_tokens={self.skip_special_tokens})"

@@ -266,23 +266,15 @@ def export_chunk(
     """
     n = len(task.ids)
     flat, offsets = _gather(task)
-    text = text_offsets = None
-    if spec.content == "text":
-        check_vocabulary(flat, detok, task.prefix)
-        # The kernel runs on the task's backend (on a GPU: tokens copied to the device once);
-        # writers take host bytes, so the result comes back once. A tokenizer without a byte
-        # table decodes window by window in Python, on the host whatever the backend.
-        backend = CPU if isinstance(detok, DecodeFallback) else task.backend
-        data, offs = detok.decode_to_bytes(backend.from_numpy(flat), backend.from_numpy(offsets))
-        text, text_offsets = backend.asnumpy(data), backend.asnumpy(offs)
+    text = spec.content == "text"
     records = tr.TokenRecords(
         index=task.ids,
         batch_id=task.batch_ids,
-        tokens=None if text is not None else flat,
-        token_offsets=None if text is not None else offsets,
+        tokens=None if text else flat,
+        token_offsets=None if text else offsets,
         width=task.width,
-        text=text,
-        text_offsets=text_offsets,
+        text=None,
+        text_offsets=None,
         details=task.details,
         nested=spec.nested,
         metadata=metadata,
@@ -290,6 +282,21 @@ def export_chunk(
         dataset=task.sources[0] if task.sources is not None else None,
         dataset_sample_id=task.sources[1] if task.sources is not None else None,
     )
+    if text:
+        check_vocabulary(flat, detok, task.prefix)
+        # The kernel runs on the task's backend (on a GPU: tokens copied to the device once);
+        # writers take host bytes, so the result comes back once. A tokenizer without a byte
+        # table decodes window by window in Python, on the host whatever the backend. JSONL
+        # lines come whole from the kernel: each text escaped and framed as it is decoded.
+        backend = CPU if isinstance(detok, DecodeFallback) else task.backend
+        tokens, token_offsets = backend.from_numpy(flat), backend.from_numpy(offsets)
+        frames = FORMATS[spec.format].line_frames(records)
+        if frames is not None:
+            data, _ = detok.decode_to_bytes(tokens, token_offsets, json=True, frames=frames)
+            records.lines = backend.asnumpy(data)
+        else:
+            data, offs = detok.decode_to_bytes(tokens, token_offsets)
+            records.text, records.text_offsets = backend.asnumpy(data), backend.asnumpy(offs)
 
     def write(handle) -> tuple[int, dict]:
         with compressed(handle, spec.compression) as stream:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,6 +108,21 @@ def assert_decodes_like_tokenizer(case: Case, windows: list[list[int]], skip: bo
     data, offs = detok.decode_to_bytes(tokens, offsets)
     assert data.dtype == np.uint8 and offs.dtype == np.int64
     assert [data[a:b].tobytes().decode() for a, b in zip(offs[:-1], offs[1:], strict=True)] == want
+    # JSON literals written by the kernel (escaped table forms), framed as JSONL lines.
+    n = len(windows)
+    before = [b'{"i":%d,"content":' % i for i in range(n)]
+    after = [b"}\n"] * n
+    data, offs = detok.decode_to_bytes(
+        tokens, offsets, json=True, frames=(byte_column(before), byte_column(after))
+    )
+    lines = [data[a:b].tobytes() for a, b in zip(offs[:-1], offs[1:], strict=True)]
+    assert lines == [orjson.dumps({"i": i, "content": w}) + b"\n" for i, w in enumerate(want)]
+
+
+def byte_column(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8).copy(), offsets
 
 
 @SETTINGS

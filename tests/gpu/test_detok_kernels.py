@@ -14,13 +14,14 @@ import shutil
 import subprocess
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gpu.byte_table import table_from_forms
 from gpu.detok_cuda import KERNEL_SOURCE, decode_windows_device
-from gpu.detok_kernels import CLEANUP_RULES, decode_windows_cpu, pack_rules
+from gpu.detok_kernels import CLEANUP_RULES, decode_windows_cpu, json_safe_rules, pack_rules
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NO_RULES = pack_rules(())
@@ -88,12 +89,41 @@ def host_kernels(tmp_path_factory: pytest.TempPathFactory):
 
 
 def run_both(table, tokens, offsets, rules, host_kernels) -> list[bytes]:
-    """Decode with the Numba kernel and the GPU kernel source; check they agree."""
+    """Decode with the Numba kernel and the GPU kernel source; check they agree, and that the
+    Numba kernel's JSON lines hold the same text."""
     cpu = split(*decode_windows_cpu(table, tokens, offsets, rules))
     if host_kernels is not None:
         dev = split(*decode_windows_device(table, tokens, offsets, rules, np, host_kernels))
         assert dev == cpu
+    assert_json_lines(table, tokens, offsets, rules, cpu)
     return cpu
+
+
+def bytes_column(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8).copy(), offsets
+
+
+def assert_json_lines(table, tokens, offsets, rules, plain: list[bytes]) -> None:
+    """JSON mode (escaped table, escaping byte-fallback runs as they end) writes each window
+    as ``orjson.dumps(text)``, and between its frame pieces, in one or several blocks."""
+    literals = split(*decode_windows_cpu(table.json_escaped, tokens, offsets, rules, json=True))
+    assert literals == [orjson.dumps(p.decode()) for p in plain]
+    before = [b'{"i":%d,"text":' % i for i in range(len(plain))]
+    after = [b"}\n" if i % 2 else b"" for i in range(len(plain))]
+    framed = decode_windows_cpu(
+        table.json_escaped,
+        tokens,
+        offsets,
+        rules,
+        threads=2,
+        json=True,
+        frames=(bytes_column(before), bytes_column(after)),
+    )
+    assert split(*framed) == [
+        b + lit + a for b, lit, a in zip(before, literals, after, strict=True)
+    ]
 
 
 # -- lossy UTF-8 (ByteLevel) -----------------------------------------------------------------
@@ -188,6 +218,9 @@ def test_byte_fallback_runs(host_kernels, windows) -> None:
 def test_byte_fallback_examples(host_kernels) -> None:
     E6, B9, A5 = 0xE6, 0x97, 0xA5  # 日 = E6 97 A5
     cases = {
+        (0x22, 0x0A, 0x5C, 0x01, E6, B9, A5): '"\n\\\x01日',  # escaped once the run is valid
+        (0x20, 0x0A, 0x20): "\n ",  # stripped before it is escaped
+        (256 + 0, 0x09, E6): "Hello\ufffd\ufffd",
         (E6, B9, A5): "日",
         (E6, B9, A5, E6): "\ufffd" * 4,  # one invalid byte spoils the whole run
         (E6, SP_SKIP, B9, A5): "日",  # a skipped special token does not break the run
@@ -223,6 +256,22 @@ def test_cleanup_rules_match_transformers(host_kernels, texts: list[str]) -> Non
     got = run_both(table, tokens, offsets, pack_rules(CLEANUP_RULES), host_kernels)
     want = [PreTrainedTokenizerBase.clean_up_tokenization(None, t) for t in texts]  # type: ignore[arg-type]
     assert [g.decode() for g in got] == want
+
+
+def test_json_safe_rules() -> None:
+    assert json_safe_rules(CLEANUP_RULES) and json_safe_rules(())
+    assert not json_safe_rules(((b' "', b'"'),))  # a quote is escaped: no longer matches
+    assert not json_safe_rules(((b"n ", b"n"),))  # would match inside an escape (\\n )
+    assert not json_safe_rules(((b" \t", b""),))
+
+
+def test_lossy_windows_with_json_specials(host_kernels) -> None:
+    """Partial tokens next to bytes JSON escapes: repairing commutes with escaping."""
+    windows = [[0xE6, 0x22, 0x97], [0x0A, 0xF0, 0x9F, 0x5C], [0xC2, EMPTY_ID, 0x80, 0x01, 0x7F]]
+    tokens, offsets = windows_of(windows)
+    got = run_both(LOSSY, tokens, offsets, NO_RULES, host_kernels)
+    raw = [b"".join(BYTE_PIECES[t] for t in w) for w in windows]
+    assert got == [r.decode("utf-8", "replace").encode() for r in raw]
 
 
 def test_pack_rules_rejects_growing_rules() -> None:

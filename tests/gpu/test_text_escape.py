@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from gpu.text_escape import (
     arrow_string_array,
     csv_field_column,
+    framed_column,
+    json_escaped_column,
     json_framed_column,
     json_string_column,
 )
@@ -125,3 +127,29 @@ def test_bad_offsets_are_rejected() -> None:
         json_string_column(data, np.array([0, 5], dtype=np.int64))
     with pytest.raises(ValueError, match="non-decreasing"):
         csv_field_column(data, np.array([2, 1], dtype=np.int64))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(TEXT, st.binary(max_size=5), st.binary(max_size=5)), max_size=8))
+def test_framed_column_plain_and_json(rows: list) -> None:
+    strings, before, after = zip(*rows, strict=True) if rows else ((), (), ())
+    frames = (bytes_column(list(before)), bytes_column(list(after)))
+    plain = split(*framed_column(*column(list(strings)), frames, json=False))
+    assert plain == [b + s.encode() + a for s, b, a in rows]
+    literal = split(*framed_column(*column(list(strings)), None, json=True))
+    assert literal == [orjson.dumps(s) for s in strings]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.binary(max_size=12), st.booleans()), max_size=10))
+def test_json_escaped_column_keeps_raw_rows(rows: list) -> None:
+    """Bytewise escaping (invalid UTF-8 allowed) without quotes; raw rows copied as they are."""
+    pieces = [p for p, _ in rows]
+    raw = np.asarray([r for _, r in rows], dtype=np.bool_)
+    got = split(*json_escaped_column(*bytes_column(pieces), raw))
+    for (piece, keep), out in zip(rows, got, strict=True):
+        if keep:
+            assert out == piece
+        else:  # latin-1 maps each byte to one character: orjson escapes exactly the same bytes
+            want = orjson.dumps(piece.decode("latin-1"))[1:-1].decode().encode("latin-1")
+            assert out == want
