@@ -102,18 +102,19 @@ class ByteTable:
         form stay inside it.
         """
         data = np.concatenate([self.data, np.zeros(8, dtype=np.uint8)])
+        # Every 8-byte little-endian word of the data, one per byte offset (an unaligned
+        # strided view, no copy): a form's first 7 bytes are one gather and a mask.
+        words = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))
         packed = []
         for off, kind in ((self.rest_off, self.rest_kind), (self.first_off, self.first_kind)):
             lengths = np.diff(off)
             if lengths.size and lengths.max() > 0xFFFF:
                 raise UnsupportedDecoder("a token decodes to more than 65535 bytes")
             starts = off[:-1]
-            # Gather 7 bytes per form from the padded data, zeroing those past its length.
-            idx = np.minimum(starts[:, None] + np.arange(7), data.size - 1)
-            chunk = np.where(np.arange(7) < lengths[:, None], data[idx], 0).astype(np.uint64)
-            inline = (chunk << (8 * np.arange(7, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
-            long_form = (starts.astype(np.uint64) << np.uint64(16)) | lengths.astype(np.uint64)
             short = lengths <= 7
+            keep = np.left_shift(np.uint64(1), (8 * np.minimum(lengths, 7)).astype(np.uint64))
+            inline = words[starts] & (keep - np.uint64(1))
+            long_form = (starts.astype(np.uint64) << np.uint64(16)) | lengths.astype(np.uint64)
             top = (kind.astype(np.uint64) << np.uint64(4)) | np.where(short, lengths, 15).astype(
                 np.uint64
             )

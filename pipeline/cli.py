@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     # (``pipeline.runtime.runner`` turns it back on), and as it was for a caller in-process.
     collecting = gc.isenabled()
     gc.disable()
+    # Kernels and tasks are this process's parallelism: an OpenBLAS thread pool would only
+    # spin beside them (numpy reads this when it is first imported, i.e. below).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from pipeline.runtime import log
 
