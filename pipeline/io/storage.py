@@ -272,8 +272,14 @@ def join(base: str, *parts: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> Iterator[IO]:
-    """Open ``path`` for writing so that readers see either nothing or the whole file."""
+def atomic_open(
+    fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", *, durable: bool = True
+) -> Iterator[IO]:
+    """Open ``path`` for writing so that readers see either nothing or the whole file.
+
+    ``durable``: the data reaches the disk before the file appears (``fsync``). A file that is
+    checked before it is used again (a staged part, whose record holds its sha256) may skip it:
+    a power cut then costs that file, never a wrong one."""
     if not is_local(fs):
         # An S3 object appears only when its PUT or multipart upload completes. fsspec would
         # complete it even when the writer fails (``__exit__`` closes), so commit explicitly
@@ -299,7 +305,8 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> I
         with open(tmp, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -307,9 +314,11 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> I
         raise
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Publish ``data`` at ``path`` atomically."""
-    with atomic_open(fs, path, "wb") as handle:
+def write_bytes_atomic(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, durable: bool = True
+) -> None:
+    """Publish ``data`` at ``path`` atomically (``durable``: see :func:`atomic_open`)."""
+    with atomic_open(fs, path, "wb", durable=durable) as handle:
         handle.write(data)
 
 

@@ -499,14 +499,20 @@ def _remove_empty_dirs(root: str, *, keep_root: bool) -> None:
             os.rmdir(folder)  # fails (and is left) unless empty
 
 
-def write_part(fs: fsspec.AbstractFileSystem, base: str, relative: str, write: Any) -> PartRecord:
-    """Worker-side: publish one data file and its progress record; return what was written."""
-    with atomic_open(fs, join(base, relative), "wb") as handle:
+def write_part(
+    fs: fsspec.AbstractFileSystem, base: str, relative: str, write: Any, *, staged: bool = False
+) -> PartRecord:
+    """Worker-side: publish one data file and its progress record; return what was written.
+
+    ``staged``: the part is joined into one file later (which is made durable then) and is
+    checked against its record before any re-use, so neither waits for the disk here."""
+    with atomic_open(fs, join(base, relative), "wb", durable=not staged) as handle:
         hashing = HashingWriter(handle)
         rows, extra = write(hashing)
     record = PartRecord(relative, int(rows), hashing.bytes, hashing.sha256, extra)
     name = relative.replace("/", "__")
-    write_bytes_atomic(fs, join(base, PROGRESS, f"{name}.json"), canonical_json(asdict(record)))
+    record_path = join(base, PROGRESS, f"{name}.json")
+    write_bytes_atomic(fs, record_path, canonical_json(asdict(record)), durable=not staged)
     return record
 
 

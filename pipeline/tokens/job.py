@@ -304,7 +304,8 @@ def export_chunk(
         rows = len(tr._batch_groups(task.batch_ids)) if spec.nested and n else n
         return rows, {"tokens": int(len(flat)), "records": n}
 
-    return write_part(out_fs, out_base, task.relative, write)
+    staged = spec.single_file() is not None  # joined into one (durable) file at the end
+    return write_part(out_fs, out_base, task.relative, write, staged=staged)
 
 
 # -- driver side ---------------------------------------------------------------------------
