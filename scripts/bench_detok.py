@@ -132,6 +132,11 @@ def bench_family(key: str, args: argparse.Namespace, tmp: Path, docs: list[str])
             _texts,
         ),
         ("dexport bytes (1 thread)", lambda: single.decode_to_bytes(tokens, offsets), _texts),
+        (
+            "dexport JSON strings (1 thread)",
+            lambda: single.decode_to_bytes(tokens, offsets, json=True),
+            _json_texts,
+        ),
         ("dexport list[str] (1 thread)", lambda: single.decode(tokens, offsets), list),
     ]
     # Rounds interleave the methods, so that load from other processes hits them alike; each
@@ -209,6 +214,16 @@ def _texts(result: object) -> list[str]:
     return [
         buf[a:b].decode() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
     ]
+
+
+def _json_texts(result: object) -> list[str]:
+    """The texts of JSON string literals (what JSONL lines hold)."""
+    import orjson
+
+    data, offsets = result  # type: ignore[misc]
+    buf = data.tobytes()
+    pairs = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    return [orjson.loads(buf[a:b]) for a, b in pairs]
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ class TokenFormat:
 
         return tr.json_frames(records)
 
+    @property
+    def concatenated(self) -> bool:
+        """Whether parts join by plain concatenation (JSONL, CSV, and their gzip/zstd)."""
+        return self.name not in ("npz", "parquet")
+
     def join(self, fs: Any, sources: list[str], target: str) -> None:
         """Join part files (in order) into one file ``target``."""
         from pipeline.io import assemble

@@ -47,8 +47,12 @@ def run_tasks(
     shared: tuple = (),
     finished: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    on_result: Callable[[str, Any], None] | None = None,
 ) -> list[Any]:
-    """Run every task; return the results in task order (finished ones taken from ``finished``)."""
+    """Run every task; return the results in task order (finished ones taken from ``finished``).
+
+    ``on_result(key, result)`` is called on this thread as each result arrives (finished ones
+    as their task comes up), e.g. to join parts into one file while later ones still run."""
     if not gc.isenabled():  # the command line turns it off for start-up (``pipeline.cli``)
         gc.freeze()  # what start-up made is never collected, nor walked again
         gc.enable()
@@ -70,6 +74,8 @@ def run_tasks(
                 order.append(task.key)
                 if task.key in finished:
                     results[task.key] = finished[task.key]
+                    if on_result:
+                        on_result(task.key, results[task.key])
                     if progress:
                         progress.update()
                     continue
@@ -86,6 +92,8 @@ def run_tasks(
                 results[key] = executor.result(future)
                 if hasattr(future, "release"):
                     future.release()
+                if on_result:
+                    on_result(key, results[key])
                 if progress:
                     progress.update()
             executor.check_alive()

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from pipeline.io.compression import (
     compression_from_name,
     suffix,
 )
-from pipeline.io.storage import check_reachable, join, resolve, write_bytes_atomic
+from pipeline.io.storage import check_reachable, is_local, join, resolve, write_bytes_atomic
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -40,6 +40,9 @@ from pipeline.tokens.decode_fallback import DecodeFallback
 from pipeline.tokens.ownership import is_token_export
 from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
+
+if TYPE_CHECKING:
+    from pipeline.io.assemble import InOrderJoin
 
 STAGING_SUFFIX = ".dexport-parts"  # a single-file export stages its parts in OUT.dexport-parts/
 
@@ -467,6 +470,7 @@ def run_token_export(
         **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")},
         "run": params["run"],
     }
+    joiner = _in_order_join(prepared, planner, output, out_url) if single else None
     try:
         tasks = planner.tasks(
             prepared.selection.chunks(spec.chunk_size),
@@ -479,8 +483,17 @@ def run_token_export(
             else ()
         )
         bar = Progress(prepared.n_parts, "dexport tokens", initial=0, enabled=progress)
+        on_result = None
+        if joiner is not None:
+            on_result = lambda key, record: joiner.add(key, output.file(record.path))  # noqa: E731
         records = run_tasks(
-            executor, export_chunk, tasks, shared=shared, finished=done, progress=bar
+            executor,
+            export_chunk,
+            tasks,
+            shared=shared,
+            finished=done,
+            progress=bar,
+            on_result=on_result,
         )
         totals = {
             "records": sum(r.extra["records"] for r in records),
@@ -489,13 +502,15 @@ def run_token_export(
             "bytes": sum(r.bytes for r in records),
         }
         if single:
-            _assemble_single(spec, output, records, out_url)
+            _assemble_single(spec, output, records, out_url, joiner)
             files = [out_url]
         else:
             readme = _publish_card(output, params, totals, prepared.ext)
             output.finalize(params, "tokens", records, totals, [readme])
             files = [join(out_url, r.path) for r in records]
     except BaseException as exc:
+        if joiner is not None:
+            joiner.discard()
         output.abandon(exc)
         raise
     seconds = time.perf_counter() - t0
@@ -550,14 +565,34 @@ def _check_single_target(spec: TokenExport, out_url: str) -> None:
         )
 
 
+def _in_order_join(
+    prepared: PreparedExport, planner: _Planner, output: OutputDir, out_url: str
+) -> InOrderJoin | None:
+    """A join of the parts into the one local file as they finish (JSONL and CSV parts are
+    concatenated), else None: joined at the end by the format."""
+    if not is_local(output.fs) or not FORMATS[prepared.spec.format].concatenated:
+        return None
+    from pipeline.io.assemble import InOrderJoin
+
+    names = [planner.relative(k) for k in range(prepared.n_parts)]
+    _, target = resolve(out_url, prepared.spec.storage_options)
+    return InOrderJoin(names, output.path, target)
+
+
 def _assemble_single(
-    spec: TokenExport, output: OutputDir, records: list[PartRecord], out_url: str
+    spec: TokenExport,
+    output: OutputDir,
+    records: list[PartRecord],
+    out_url: str,
+    joiner: InOrderJoin | None,
 ) -> None:
-    fs, target = resolve(out_url, spec.storage_options)
-    sources = [output.file(r.path) for r in records]
-    if not sources:
+    if not records:
         raise UserError("the selection is empty; nothing to write")
-    FORMATS[spec.format].join(fs, sources, target)
+    if joiner is not None:
+        joiner.publish()
+    else:
+        fs, target = resolve(out_url, spec.storage_options)
+        FORMATS[spec.format].join(fs, [output.file(r.path) for r in records], target)
     output.discard()
 
 

@@ -527,3 +527,40 @@ def test_inspect_shows_facts_and_a_batch_as_text(dataset, capsys):
         assert tok.decode(window.tolist()) in out
     assert main([*args, "--sequence", "999999"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_single_file_joined_while_parts_finish_fails_cleanly_and_resumes(
+    dataset, tmp_path, monkeypatch
+):
+    """A one-file export joins parts as they finish: a run that fails midway leaves neither the
+    file nor a partial join, and ``--resume`` finishes it with the bytes of a clean run."""
+    from pipeline.runtime.executor import LocalExecutor
+    from pipeline.tokens import job
+
+    prefix, _ = dataset
+    common = dict(prefix=prefix, selection_kind="all", run=_run(prefix), chunk_size=8)
+    clean = tmp_path / "clean.jsonl"
+    executor = LocalExecutor(2)
+    run_token_export(TokenExport(out=str(clean), **common), executor, progress=False)
+
+    real = job.export_chunk
+
+    def failing(task, *args):
+        if task.part == 5:
+            raise RuntimeError("disk on fire")
+        return real(task, *args)
+
+    out = tmp_path / "cut.jsonl"
+    monkeypatch.setattr(job, "export_chunk", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_token_export(TokenExport(out=str(out), **common), executor, progress=False)
+    staging = tmp_path / "cut.jsonl.dexport-parts"
+    assert not out.exists()
+    assert not [p for p in staging.rglob("*") if p.name.endswith(".tmp")]
+    assert (staging / "part-00000.jsonl").exists()  # finished parts kept for --resume
+
+    monkeypatch.setattr(job, "export_chunk", real)
+    run_token_export(TokenExport(out=str(out), resume=True, **common), executor, progress=False)
+    executor.close()
+    assert out.read_bytes() == clean.read_bytes()
+    assert not staging.exists()
