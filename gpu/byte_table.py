@@ -67,13 +67,15 @@ class ByteTable:
     strip_char: int
     strip_count: int
     decoder_chain: str
+    # Text forms are JSON-escaped (:attr:`json_escaped`); byte-fallback bytes stay raw.
+    escaped: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Derived arrays (and device copies) are rebuilt where needed rather than pickled.
         return {
             k: v
             for k, v in self.__dict__.items()
-            if k not in ("packed", "meta", "json_escaped", "_device_cache")
+            if k not in ("packed", "meta", "json_escaped", "rest_sizes", "_device_cache")
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -83,6 +85,19 @@ class ByteTable:
     def vocab_size(self) -> int:
         """Number of ids the table covers (ids beyond decode to nothing, as in ``tokenizers``)."""
         return int(self.rest_kind.shape[0])
+
+    @functools.cached_property
+    def rest_sizes(self) -> np.ndarray:
+        """Bytes each id writes after the first position (int64 ``[vocab_size]``), as written:
+        in an escaped table a byte-fallback byte that JSON escapes counts as its escape."""
+        sizes = np.diff(self.rest_off)
+        if self.escaped:
+            from gpu.text_escape import JSON_ESCAPES
+
+            is_byte = self.rest_kind == KIND_BYTE
+            raw = self.data[self.rest_off[:-1][is_byte]]
+            sizes[is_byte] += JSON_ESCAPES[0][raw]
+        return sizes
 
     @functools.cached_property
     def max_first_extra(self) -> int:
@@ -147,6 +162,7 @@ class ByteTable:
             strip_char=self.strip_char,
             strip_count=self.strip_count,
             decoder_chain=self.decoder_chain,
+            escaped=True,
         )
 
     @functools.cached_property

@@ -338,12 +338,13 @@ def _decode_into(
 
 
 @numba.njit(cache=True, nogil=True)
-def _raw_size(tokens, rest_off, vocab):
+def _raw_size(tokens, sizes):
     total = 0
+    vocab = sizes.shape[0]
     for j in range(tokens.shape[0]):
         t = tokens[j]
         if 0 <= t < vocab:
-            total += rest_off[t + 1] - rest_off[t]
+            total += sizes[t]
     return total
 
 
@@ -422,7 +423,7 @@ def _decode_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     n = offsets.shape[0] - 1
     rest_tab, first_tab, data = table.packed
-    raw = int(_raw_size(tokens[offsets[0] : offsets[n]], table.rest_off, table.vocab_size))
+    raw = int(_raw_size(tokens[offsets[0] : offsets[n]], table.rest_sizes))
     first_extra = table.max_first_extra * n
     framing = 2 * n if json else 0
     b_off, a_off = frames[1], frames[3]

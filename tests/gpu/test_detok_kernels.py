@@ -281,3 +281,13 @@ def test_pack_rules_rejects_growing_rules() -> None:
 
 def test_kernel_source_has_no_unreplaced_placeholders() -> None:
     assert "@" not in KERNEL_SOURCE
+
+
+def test_escaped_table_sizes_count_escapes_of_byte_fallback_bytes() -> None:
+    """The output is sized from the table: a newline made of a byte token (SentencePiece's
+    <0x0A>) writes two bytes as JSON, so the first size estimate holds (no second pass)."""
+    escaped = SP.json_escaped
+    assert SP.rest_sizes[0x0A] == 1 and escaped.rest_sizes[0x0A] == 2
+    assert escaped.rest_sizes[0x01] == 6 and escaped.rest_sizes[ord("a")] == 1
+    quote = table_from_forms([b'say "hi"\n'])
+    assert quote.json_escaped.rest_sizes.tolist() == [len(orjson.dumps('say "hi"\n')) - 2]
