@@ -250,12 +250,25 @@ def _decode_into(
         strip_left = strip_count
         run_start = -1
         partial_start = -1  # output position where the current run of partial tokens began
+        # Nothing pending (no run open, past the first form and the strip): a text form of at
+        # most 7 bytes is then one 8-byte store, without the checks below (most tokens).
+        plain = False
         for j in range(offsets[w], offsets[w + 1]):
             t = np.int64(tokens[j])
             if t < 0 or t >= vocab:
                 continue  # ids the tokenizer does not know decode to nothing
-            entry = first_tab[t] if first else rest_tab[t]
-            top = entry >> 56
+            if plain:
+                entry = rest_tab[t]
+                top = entry >> 56
+                if top < 8:  # kind text, length top, bytes inline
+                    if pos + np.int64(top) > cap:
+                        return w
+                    store_u64(out, pos, entry)
+                    pos += np.int64(top)
+                    continue
+            else:
+                entry = first_tab[t] if first else rest_tab[t]
+                top = entry >> 56
             kind = top >> 4
             if kind == KIND_SKIP:
                 continue
@@ -272,6 +285,7 @@ def _decode_into(
                     return w
                 out[pos] = entry & 0xFF
                 pos += 1
+                plain = False
                 continue
             if run_start >= 0:
                 pos, strip_left = _flush_run(
@@ -312,6 +326,7 @@ def _decode_into(
                 for q in range(0, n, 8):
                     store_u64(out, pos + q, load_u64(data, a + q))
                 pos += n
+            plain = run_start < 0 and partial_start < 0 and (strip_left == 0 or pos > ws)
         if run_start >= 0:
             pos, strip_left = _flush_run(
                 out, run_start, pos, ws, cap, strip_char, strip_left, json, escapes

@@ -221,6 +221,7 @@ def test_byte_fallback_examples(host_kernels) -> None:
         (0x22, 0x0A, 0x5C, 0x01, E6, B9, A5): '"\n\\\x01日',  # escaped once the run is valid
         (0x20, 0x0A, 0x20): "\n ",  # stripped before it is escaped
         (256 + 0, 0x09, E6): "Hello\ufffd\ufffd",
+        (256 + 0, E6, 256 + 0): "Hello\ufffd Hello",  # text after a run: the run ends first
         (E6, B9, A5): "日",
         (E6, B9, A5, E6): "\ufffd" * 4,  # one invalid byte spoils the whole run
         (E6, SP_SKIP, B9, A5): "日",  # a skipped special token does not break the run
