@@ -295,6 +295,26 @@ def test_pickle_and_threads(mistral_tokenizer_path: Path) -> None:
     assert one[0].tobytes() == three[0].tobytes() and one[1].tolist() == three[1].tolist()
 
 
+def test_json_when_the_strip_touches_what_json_escapes(mistral_tokenizer_path: Path) -> None:
+    """A table the kernel cannot escape as it decodes (a strip of '"') still gives JSON
+    literals: decoded plain, then escaped and framed on the host."""
+    import copy
+    import dataclasses
+
+    from gpu.text_escape import framed_column
+
+    base = Detokenizer.from_pretrained(str(mistral_tokenizer_path))
+    odd = copy.copy(base)
+    odd.table = dataclasses.replace(base.table, strip_char=ord('"'), strip_count=1)
+    assert base._json_in_kernel and not odd._json_in_kernel
+    rng = np.random.default_rng(5)
+    tokens, offsets = flat([rng.integers(0, odd.vocab_size, 50).tolist() for _ in range(9)])
+    frames = (byte_column([b"<"] * 9), byte_column([b">"] * 9))
+    got = odd.decode_to_bytes(tokens, offsets, json=True, frames=frames)
+    want = framed_column(*odd.decode_to_bytes(tokens, offsets), frames, json=True)
+    assert got[0].tobytes() == want[0].tobytes() and got[1].tolist() == want[1].tolist()
+
+
 # -- GPU -------------------------------------------------------------------------------------
 
 
