@@ -32,6 +32,7 @@ import numpy as np
 
 from gpu.byte_table import KIND_BYTE, KIND_PARTIAL, KIND_SKIP, ByteTable
 from gpu.text_escape import JSON_ESCAPES as _ESCAPES
+from gpu.text_escape import put_escaped
 from gpu.unaligned import load_u64, store_u64
 from gpu.utf8 import first_invalid, replace_invalid
 
@@ -127,22 +128,8 @@ def _escape_in_place(out, start, end, cap, escapes):
     dst = end + grow
     for q in range(end - 1, start - 1, -1):
         c = out[q]
-        e = extra[c]
-        if e == 0:
-            dst -= 1
-            out[dst] = c
-        elif e == 1:
-            dst -= 2
-            out[dst] = 0x5C
-            out[dst + 1] = short[c]
-        else:
-            dst -= 6
-            out[dst] = 0x5C
-            out[dst + 1] = 0x75  # u
-            out[dst + 2] = 0x30
-            out[dst + 3] = 0x30
-            out[dst + 4] = hexdigits[c >> 4]
-            out[dst + 5] = hexdigits[c & 0xF]
+        dst -= 1 + extra[c]
+        put_escaped(out, dst, c, extra, short, hexdigits)
     return end + grow
 
 

@@ -98,6 +98,26 @@ def _escaped_size(data, start, end, extra):
     return size
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def put_escaped(out, pos, c, extra, short, hexdigits):
+    """Write byte ``c`` as it stands in a JSON string at ``out[pos:]`` (``1 + extra[c]``
+    bytes: itself, ``\\x`` or ``\\u00xx``); returns the end."""
+    e = extra[c]
+    if e == 0:
+        out[pos] = c
+        return pos + 1
+    out[pos] = 0x5C
+    if e == 1:
+        out[pos + 1] = short[c]
+        return pos + 2
+    out[pos + 1] = 0x75  # u
+    out[pos + 2] = 0x30
+    out[pos + 3] = 0x30
+    out[pos + 4] = hexdigits[c >> 4]
+    out[pos + 5] = hexdigits[c & 0xF]
+    return pos + 6
+
+
 @numba.njit(cache=True, nogil=True)
 def _escape_into(data, start, end, extra, short, hexdigits, out, pos):
     """Write ``data[start:end]`` JSON-escaped at ``out[pos:]``; returns the end position."""
@@ -110,23 +130,7 @@ def _escape_into(data, start, end, extra, short, hexdigits, out, pos):
                 pos += 8
                 j += 8
                 continue
-        c = data[j]
-        e = extra[c]
-        if e == 0:
-            out[pos] = c
-            pos += 1
-        elif e == 1:
-            out[pos] = 0x5C
-            out[pos + 1] = short[c]
-            pos += 2
-        else:
-            out[pos] = 0x5C
-            out[pos + 1] = 0x75  # u
-            out[pos + 2] = 0x30
-            out[pos + 3] = 0x30
-            out[pos + 4] = hexdigits[c >> 4]
-            out[pos + 5] = hexdigits[c & 0xF]
-            pos += 6
+        pos = put_escaped(out, pos, data[j], extra, short, hexdigits)
         j += 1
     return pos
 
