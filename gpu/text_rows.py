@@ -47,14 +47,20 @@ Part = bytes | np.ndarray | IntList | Choice | Column
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _magnitude(v):
+    """``|v|`` as uint64: ``-v`` overflows int64 for ``-(2**63)``; a wrapped difference does not."""
+    if v < 0:
+        return np.uint64(0) - np.uint64(v)
+    return np.uint64(v)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _digits(v):
     """Characters of ``v`` in decimal (a minus sign included)."""
-    n = 1
-    if v < 0:
-        n += 1
-        v = -v
-    while v >= 10:
-        v //= 10
+    n = 2 if v < 0 else 1
+    m = _magnitude(v)
+    while m >= np.uint64(10):
+        m //= np.uint64(10)
         n += 1
     return n
 
@@ -65,13 +71,13 @@ def _put_int(out, pos, v):
     end = pos + _digits(v)
     if v < 0:
         out[pos] = 0x2D
-        v = -v
+    m = _magnitude(v)
     q = end
     while True:
         q -= 1
-        out[q] = 0x30 + v % 10
-        v //= 10
-        if v == 0:
+        out[q] = np.uint8(0x30 + m % np.uint64(10))
+        m //= np.uint64(10)
+        if m == np.uint64(0):
             break
     return end
 
@@ -151,8 +157,8 @@ def _int64(values: np.ndarray, n: int) -> np.ndarray:
     values = np.ascontiguousarray(values)
     if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
         raise ValueError(f"an integer column of {n} rows was expected, got {values.shape}")
-    if values.size and (int(values.max()) >= 2**63 or int(values.min()) <= -(2**63)):
-        raise ValueError("integers beyond +-(2**63 - 1) are not supported")
+    if values.size and int(values.max()) >= 2**63:
+        raise ValueError("integers of 2**63 and above are not supported")
     return values.astype(np.int64, copy=False)
 
 
