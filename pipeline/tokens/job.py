@@ -118,6 +118,7 @@ class TokenExport:
             )
         if self.chunk_size <= 0:
             problems.append("--chunk-size must be positive")
+        problems.extend(_undecodable_paths(self))
         if self.selection_kind != "documents" and self.run is None:
             problems.append("a training-order selection needs --seq-len and --seed")
         blend = self.run.blend if self.run is not None else None
@@ -158,6 +159,29 @@ class TokenExport:
             "chunk_size": self.chunk_size,
             **({"batch_id_last": True} if self.batch_id_last else {}),
         }
+
+
+def _undecodable_paths(spec: TokenExport) -> list[str]:
+    """A problem per path that is not valid UTF-8 (a file name of other bytes, which Python
+    carries as lone surrogates): manifests, progress records and outputs name their inputs in
+    UTF-8 JSON, so such a name cannot be recorded."""
+    run, blend = spec.run, spec.run.blend if spec.run is not None else None
+    named = [("PREFIX", spec.prefix), ("--out", spec.out)]
+    named.append(("--index", run.index_prefix if run is not None else None))
+    named.append(("--tokenizer", spec.tokenizer if isinstance(spec.tokenizer, str) else None))
+    if blend is not None:
+        named += [("blend data path", p) for p in (*blend.train, *blend.valid, *blend.test)]
+    problems = []
+    for what, path in named:
+        if isinstance(path, str):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(
+                    f"{what} {path!r} is not valid UTF-8; rename it (or link it under a UTF-8 "
+                    "name) and pass that"
+                )
+    return problems
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -555,9 +579,14 @@ def _check_single_target(spec: TokenExport, out_url: str) -> None:
             f"{'was not written by dexport' if flag else 'already exists (not a dexport export)'}"
             "; remove it yourself or pick another --out"
         )
-    if flag is None:
-        raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
     staging = OutputDir(f"{out_url}{STAGING_SUFFIX}", spec.storage_options)
+    if flag is None:
+        if f"{PROGRESS}/params.json" in staging.listing():  # killed between rename and tidy-up
+            raise UserError(
+                f"output {out_url} is written but its run was interrupted while tidying up; "
+                "pass --resume to finish it, or --overwrite to export it again"
+            )
+        raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
     if spec.resume and f"{PROGRESS}/params.json" not in staging.listing():
         raise UserError(
             f"output {out_url} is a finished dexport export (no interrupted run to finish); "

@@ -420,3 +420,16 @@ def test_documents_export_folder_is_a_dataset_card_owner(data, tmp_path, capsys)
     capsys.readouterr()
     manifest = json.loads((out / "_manifest.json").read_text())
     assert [f["path"] for f in manifest["files"]] == ["README.md", "part-00000.jsonl"]
+
+
+def test_a_prefix_whose_name_is_not_utf8(data, tmp_path, capsys) -> None:
+    """A file name of other bytes (Python carries it as lone surrogates) cannot be recorded in
+    the UTF-8 JSON of manifests and progress records: one line, exit 2, nothing written."""
+    import os
+
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname")
+    for ext in (".bin", ".idx"):
+        (Path(odd + ext)).write_bytes((data / f"ds{ext}").read_bytes())
+    out = tmp_path / "out"
+    fails(capsys, ["tokens", odd, "--documents", "0:3", "--out", out], r"not valid UTF-8.*rename")
+    assert not out.exists()

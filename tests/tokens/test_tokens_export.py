@@ -564,3 +564,39 @@ def test_single_file_joined_while_parts_finish_fails_cleanly_and_resumes(
     executor.close()
     assert out.read_bytes() == clean.read_bytes()
     assert not staging.exists()
+
+
+def test_single_file_killed_while_tidying_up_names_resume(dataset, tmp_path, monkeypatch, capsys):
+    """Killed after the file was renamed into place but before its staging folder was removed:
+    a plain re-run names --resume (which only tidies up) and --overwrite."""
+    from pipeline.cli import main
+    from pipeline.runtime.executor import LocalExecutor
+    from pipeline.runtime.output import OutputDir
+
+    prefix, _ = dataset
+    out = tmp_path / "x.jsonl"
+    argv = ["tokens", prefix, "--documents", "0:40", "--chunk-size", "8", "--out", str(out)]
+    real = OutputDir.discard
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OutputDir, "discard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        spec = TokenExport(
+            out=str(out),
+            prefix=prefix,
+            selection_kind="documents",
+            selection_value=(0, 40),
+            chunk_size=8,
+        )
+        run_token_export(spec, LocalExecutor(2), progress=False)
+    monkeypatch.setattr(OutputDir, "discard", real)
+    written = out.read_bytes()
+    assert (tmp_path / "x.jsonl.dexport-parts").exists()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0], err
+    assert main([*argv, "--resume"]) == 0
+    assert out.read_bytes() == written and not (tmp_path / "x.jsonl.dexport-parts").exists()
