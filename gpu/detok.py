@@ -359,6 +359,19 @@ def _cache_key(path: str, skip_special_tokens: bool) -> str | None:
             digest.update(f" {package}={version(package)}".encode())
         except PackageNotFoundError:
             digest.update(f" {package}=none".encode())
+    _hash_files(digest, path)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(path: str) -> str:
+    """sha256 over a tokenizer's files (every file of its folder, or the one file): what a
+    resumed export compares, so that files changed in place are not mixed into one output."""
+    digest = hashlib.sha256()
+    _hash_files(digest, path)
+    return digest.hexdigest()
+
+
+def _hash_files(digest: Any, path: str) -> None:
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
         paths = [os.path.join(path, f) for f in files]
@@ -369,7 +382,6 @@ def _cache_key(path: str, skip_special_tokens: bool) -> str | None:
         with open(file, "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_cached(key: str | None, *, name: str, skip_special_tokens: bool) -> Detokenizer | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ class TokenExport:
             "tokenizer": self.tokenizer
             if isinstance(self.tokenizer, str) or self.tokenizer is None
             else getattr(self.tokenizer, "name_or_path", "object"),
+            **_tokenizer_files(self),
             "skip_special_tokens": self.skip_special_tokens,
             "doc_details": self.doc_details,
             "nested": self.nested,
@@ -159,6 +161,18 @@ class TokenExport:
             "chunk_size": self.chunk_size,
             **({"batch_id_last": True} if self.batch_id_last else {}),
         }
+
+
+def _tokenizer_files(spec: TokenExport) -> dict[str, str]:
+    """``{"tokenizer_sha256": …}`` of a text export's tokenizer folder or file, so that a
+    ``--resume`` after its files changed in place is refused rather than mixing two tokenizers'
+    text in one output (an object given through the API has no files: nothing)."""
+    path = spec.tokenizer
+    if spec.content != "text" or not isinstance(path, str) or not os.path.exists(path):
+        return {}
+    from gpu.detok import tokenizer_fingerprint
+
+    return {"tokenizer_sha256": tokenizer_fingerprint(path)}
 
 
 def _undecodable_paths(spec: TokenExport) -> list[str]:

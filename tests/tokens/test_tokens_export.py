@@ -600,3 +600,42 @@ def test_single_file_killed_while_tidying_up_names_resume(dataset, tmp_path, mon
     assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0], err
     assert main([*argv, "--resume"]) == 0
     assert out.read_bytes() == written and not (tmp_path / "x.jsonl.dexport-parts").exists()
+
+
+def test_resume_after_the_tokenizer_files_changed_is_refused(dataset, tmp_path, monkeypatch):
+    """The tokenizer is recorded by its files' sha256, not only its path: changed in place
+    between an interrupted run and --resume, it would mix two tokenizers' text in one file."""
+    import shutil
+
+    from pipeline.errors import UserError
+    from pipeline.runtime.executor import LocalExecutor
+    from pipeline.tokens import job
+
+    prefix, tokenizer = dataset
+    tok = tmp_path / "tok"
+    shutil.copytree(tokenizer, tok)
+    spec = dict(
+        out=str(tmp_path / "x.jsonl"),
+        prefix=prefix,
+        selection_kind="documents",
+        selection_value=(0, 60),
+        chunk_size=8,
+        content="text",
+        tokenizer=str(tok),
+    )
+    real = job.export_chunk
+
+    def failing(task, *args):
+        if task.part == 3:
+            raise RuntimeError("power cut")
+        return real(task, *args)
+
+    monkeypatch.setattr(job, "export_chunk", failing)
+    with pytest.raises(RuntimeError):
+        run_token_export(TokenExport(**spec), LocalExecutor(2), progress=False)
+    monkeypatch.setattr(job, "export_chunk", real)
+    config = tok / "tokenizer_config.json"
+    config.write_text(config.read_text() + "\n")  # the same tokenizer, other bytes
+    with pytest.raises(UserError, match="tokenizer_sha256"):
+        run_token_export(TokenExport(resume=True, **spec), LocalExecutor(2), progress=False)
+    assert not (tmp_path / "x.jsonl").exists()
