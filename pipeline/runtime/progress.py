@@ -33,6 +33,7 @@ class Progress:
         self.interval = interval
         self._initial = initial
         self._t0 = self._last = time.monotonic()
+        self._printed = -1  # the count of the last plain line written
         self._bar: Any = None
         self._plain = False
         if enabled and total:
@@ -60,11 +61,12 @@ class Progress:
             self._bar.close()
             self._bar = None
         elif self._plain:
-            if not failed:
+            if not failed and self._printed != self.done:  # not the line just written again
                 self._line()
             self._plain = False
 
     def _line(self) -> None:
+        self._printed = self.done
         self._last = now = time.monotonic()
         elapsed = max(now - self._t0, 1e-9)
         rate = (self.done - self._initial) / elapsed

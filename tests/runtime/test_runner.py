@@ -194,6 +194,7 @@ def test_progress_writes_plain_lines_when_not_a_terminal():
     lines = stream.getvalue().splitlines()
     assert lines and lines[-1].startswith("dexport test: 10/10 parts (100%)")
     assert all("parts/s" in line for line in lines)
+    assert len(lines) == 10  # the last line is not written twice by close()
 
 
 def test_progress_is_silent_when_disabled():
