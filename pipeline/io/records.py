@@ -164,10 +164,25 @@ def list_input_files(
             )
             files = []
         for f in files:
-            found[_url(fs, f)] = (fs, f)
+            if _utf8(f):
+                found[_url(fs, f)] = (fs, f)
+            else:  # manifests and statistics name their inputs in UTF-8 JSON
+                problems.append(
+                    f"input file {f!r} has a name that is not valid UTF-8; rename it (or link it "
+                    "under a UTF-8 name)"
+                )
     if problems:
         raise UserError("; ".join(problems))
     return [(fs, p, url) for url, (fs, p) in sorted(found.items())]
+
+
+def _utf8(name: str) -> bool:
+    """Whether ``name`` is valid UTF-8 (a file name of other bytes holds lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _url(fs: Any, path: str) -> str:

@@ -407,3 +407,17 @@ def test_validate_with_a_schema_file_that_is_a_list_is_exit_2(tmp_path: Path, ca
     schema = tmp_path / "schema.yaml"
     schema.write_text("- a\n- b\n")
     assert "is a list" in refused(capsys, 2, "validate", str(out), "--schema", str(schema))
+
+
+def test_an_input_file_whose_name_is_not_utf8(tmp_path: Path, capsys, good: Path) -> None:
+    """Inputs are named in the UTF-8 JSON of manifests and statistics: a file name of other
+    bytes, given or found in a folder, is one line and exit 2 before anything is written."""
+    import os
+
+    odd = os.fsdecode(os.fsencode(str(good.parent)) + b"/odd\xffname.jsonl")
+    Path(odd).write_bytes(jsonl(records(5)))
+    out = tmp_path / "out"
+    for given in (odd, str(good.parent)):
+        line = refused(capsys, 2, "corpus", given, "--out", str(out))
+        assert "not valid UTF-8" in line and "rename it" in line
+        assert listing(out) == []
