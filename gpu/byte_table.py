@@ -23,6 +23,7 @@ string are not modelled: :class:`UnsupportedDecoder` says why, and the caller fa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -152,17 +153,8 @@ class ByteTable:
             parts.append(data)
             offs.append(out_off + base)
             base += data.shape[0]
-        return ByteTable(
-            data=np.concatenate(parts),
-            rest_off=offs[0],
-            first_off=offs[1],
-            rest_kind=self.rest_kind,
-            first_kind=self.first_kind,
-            lossy=self.lossy,
-            strip_char=self.strip_char,
-            strip_count=self.strip_count,
-            decoder_chain=self.decoder_chain,
-            escaped=True,
+        return dataclasses.replace(
+            self, data=np.concatenate(parts), rest_off=offs[0], first_off=offs[1], escaped=True
         )
 
     @functools.cached_property

@@ -11,6 +11,7 @@ chain is not one the table models, or the check finds any difference, it falls b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -359,29 +360,37 @@ def _cache_key(path: str, skip_special_tokens: bool) -> str | None:
             digest.update(f" {package}={version(package)}".encode())
         except PackageNotFoundError:
             digest.update(f" {package}=none".encode())
-    _hash_files(digest, path)
+    digest.update(tokenizer_fingerprint(path).encode())
     return digest.hexdigest()
 
 
 def tokenizer_fingerprint(path: str) -> str:
     """sha256 over a tokenizer's files (every file of its folder, or the one file): what a
-    resumed export compares, so that files changed in place are not mixed into one output."""
-    digest = hashlib.sha256()
-    _hash_files(digest, path)
-    return digest.hexdigest()
+    resumed export compares, so that files changed in place are not mixed into one output, and
+    part of the table cache's key. Computed once per process while the files stay as they are
+    (an export asks for it twice: its parameters and the table cache)."""
+    return _files_sha256(_tokenizer_files(path))
 
 
-def _hash_files(digest: Any, path: str) -> None:
+def _tokenizer_files(path: str) -> tuple[tuple[str, int, int], ...]:
+    """``(path, size, mtime_ns)`` of each file the fingerprint covers, in order."""
     if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
-        paths = [os.path.join(path, f) for f in files]
+        names = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+        paths = [os.path.join(path, f) for f in names]
     else:
         paths = [path]
-    for file in paths:
+    return tuple((p, (st := os.stat(p)).st_size, st.st_mtime_ns) for p in paths)
+
+
+@functools.lru_cache(maxsize=8)
+def _files_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for file, _, _ in files:
         digest.update(f"\n{os.path.basename(file)}\n".encode())
         with open(file, "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
+    return digest.hexdigest()
 
 
 def _load_cached(key: str | None, *, name: str, skip_special_tokens: bool) -> Detokenizer | None:

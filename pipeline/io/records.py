@@ -52,7 +52,7 @@ import orjson
 from pipeline.errors import CorruptInput, UserError
 from pipeline.io.compression import compression_from_name, iter_decompressed, read_blocks
 from pipeline.io.frames import frame_starts
-from pipeline.io.storage import is_local, resolve
+from pipeline.io.storage import is_local, is_utf8_name, resolve
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -164,7 +164,7 @@ def list_input_files(
             )
             files = []
         for f in files:
-            if _utf8(f):
+            if is_utf8_name(f):
                 found[_url(fs, f)] = (fs, f)
             else:  # manifests and statistics name their inputs in UTF-8 JSON
                 problems.append(
@@ -174,15 +174,6 @@ def list_input_files(
     if problems:
         raise UserError("; ".join(problems))
     return [(fs, p, url) for url, (fs, p) in sorted(found.items())]
-
-
-def _utf8(name: str) -> bool:
-    """Whether ``name`` is valid UTF-8 (a file name of other bytes holds lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _url(fs: Any, path: str) -> str:

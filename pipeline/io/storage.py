@@ -271,6 +271,16 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a path is valid UTF-8. A file name made of other bytes reaches Python as lone
+    surrogates, and cannot be recorded in the UTF-8 JSON of manifests and progress records."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def atomic_open(
     fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", *, durable: bool = True

@@ -30,7 +30,14 @@ from pipeline.io.compression import (
     compression_from_name,
     suffix,
 )
-from pipeline.io.storage import check_reachable, is_local, join, resolve, write_bytes_atomic
+from pipeline.io.storage import (
+    check_reachable,
+    is_local,
+    is_utf8_name,
+    join,
+    resolve,
+    write_bytes_atomic,
+)
 from pipeline.runtime.executor import as_executor
 from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
 from pipeline.runtime.progress import Progress
@@ -185,17 +192,12 @@ def _undecodable_paths(spec: TokenExport) -> list[str]:
     named.append(("--tokenizer", spec.tokenizer if isinstance(spec.tokenizer, str) else None))
     if blend is not None:
         named += [("blend data path", p) for p in (*blend.train, *blend.valid, *blend.test)]
-    problems = []
-    for what, path in named:
-        if isinstance(path, str):
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(
-                    f"{what} {path!r} is not valid UTF-8; rename it (or link it under a UTF-8 "
-                    "name) and pass that"
-                )
-    return problems
+    return [
+        f"{what} {path!r} is not valid UTF-8; rename it (or link it under a UTF-8 name) and pass "
+        "that"
+        for what, path in named
+        if isinstance(path, str) and not is_utf8_name(path)
+    ]
 
 
 # -- worker side ---------------------------------------------------------------------------
