@@ -9,14 +9,9 @@ streamed through this process instead (they are small by definition).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import io
 import os
 import shutil
-import sys
-import uuid
 from typing import IO
 
 import fsspec
@@ -46,75 +41,6 @@ def concatenate(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) 
                     copy_local(src, out)
                 else:
                     shutil.copyfileobj(src, out, COPY_BUFFER)
-
-
-class InOrderJoin:
-    """Join local part files into one file while the run still writes later ones.
-
-    ``add(name, path)`` takes parts as they finish, in any order; each is appended as soon as
-    every part before it (``names`` gives the order) is in, and its pages start going to disk
-    then, so the final ``fsync`` in :meth:`publish` has little left to wait for. The file grows
-    under a temporary name in ``temp_dir`` (the run's staging folder, whose temporaries a
-    resumed or overwriting run removes) and is renamed to ``target`` only when complete.
-    """
-
-    def __init__(self, names: list[str], temp_dir: str, target: str) -> None:
-        self._names = names
-        self._paths: dict[str, str] = {}
-        self._next = 0
-        self._target = target
-        base = os.path.basename(target)
-        self._tmp = os.path.join(temp_dir, f".{base}.{uuid.uuid4().hex}.tmp")
-        self._out: IO[bytes] | None = None
-
-    def add(self, name: str, path: str) -> None:
-        """Part ``name`` is complete at ``path``: append it and every later one now in order."""
-        self._paths[name] = path
-        if self._out is None:
-            os.makedirs(os.path.dirname(self._tmp), exist_ok=True)
-            self._out = open(self._tmp, "wb")  # noqa: SIM115 - closed by publish/discard
-        while self._next < len(self._names) and self._names[self._next] in self._paths:
-            start = self._out.tell()
-            with open(self._paths[self._names[self._next]], "rb") as src:
-                copy_local(src, self._out)
-            self._out.seek(0, os.SEEK_END)
-            _start_writeback(self._out, start, self._out.tell() - start)
-            self._next += 1
-
-    def publish(self) -> None:
-        """Every part is in: make the file durable and rename it to the target."""
-        missing = [n for n in self._names if n not in self._paths]
-        if missing or self._out is None:
-            raise RuntimeError(f"cannot publish {self._target}: parts missing ({missing[:3]})")
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
-        os.replace(self._tmp, self._target)
-
-    def discard(self) -> None:
-        """Give up: remove the partial file (the target is untouched)."""
-        if self._out is not None:
-            self._out.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self._tmp)
-
-
-def _start_writeback(handle: IO[bytes], offset: int, nbytes: int) -> None:
-    """Ask the kernel to start writing ``nbytes`` at ``offset`` to disk now, without waiting
-    (Linux ``sync_file_range``; elsewhere nothing: the final fsync does it all)."""
-    call = _sync_file_range()
-    if call is not None and nbytes > 0:
-        call(handle.fileno(), ctypes.c_int64(offset), ctypes.c_int64(nbytes), 2)  # WRITE
-
-
-@functools.cache
-def _sync_file_range():  # noqa: ANN202 - a ctypes function or None
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
 
 
 def copy_local(src: IO[bytes], out: IO[bytes]) -> None:

@@ -58,6 +58,11 @@ class LocalExecutor:
         else:
             self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="dexport")
 
+    @property
+    def shares_memory(self) -> bool:
+        """Whether tasks run in this process, so a result may be a large buffer at no cost."""
+        return not self.processes
+
     def share(self, value: Any) -> Any:
         """Make ``value`` available to every task (here: the object itself)."""
         return value
@@ -111,6 +116,7 @@ class DaskExecutor:
     """Tasks on a ``distributed.Client`` (an embedded cluster or one the user runs)."""
 
     name = "dask"
+    shares_memory = False  # results travel from the workers: parts go through files
 
     def __init__(self, client: Any) -> None:
         from distributed import as_completed

@@ -7,6 +7,8 @@ Layout of a run in progress::
     OUT/.dexport-progress/params.json   the parameters of the run (resume must match them)
     OUT/.dexport-progress/part-00000.jsonl.json   one record per completed part
                                         (rows, bytes, sha256)
+    OUT/.dexport-progress/joined/       a one-file export's file so far, with its journal
+                                        (``pipeline.runtime.join``)
 
 ``finalize`` writes ``_manifest.json`` (files, rows, bytes, sha256, parameters, version), drops
 the progress folder and releases the lock, so a directory without ``_manifest.json`` is
@@ -50,6 +52,8 @@ from pipeline.runtime.lock import (  # noqa: F401  (LOCK_* re-exported: one plac
 
 MANIFEST = "_manifest.json"
 PROGRESS = ".dexport-progress"
+# A one-file export's file while it is joined, and its journal (``pipeline.runtime.join``).
+JOINED = f"{PROGRESS}/joined"
 # Temporary names of atomic_open: ".{name}.{32 hex}.tmp" beside the final file.
 TEMP_NAME = re.compile(r"(^|/)\.[^/]+\.[0-9a-f]{32}\.tmp$")
 # Part names every job writes (part-00000.jsonl, train/part-00000.jsonl.gz, rejects/…, shard-…).
@@ -76,6 +80,15 @@ class PartRecord:
     bytes: int
     sha256: str
     extra: dict[str, Any] | None = None  # job-specific counters (tokens, rejects by reason, …)
+
+
+@dataclass(frozen=True)
+class RenderedPart:
+    """A part rendered in memory by a task of this process: its record and its bytes (the
+    pieces its writer wrote, in order), appended to a one-file export by the driver."""
+
+    record: PartRecord
+    pieces: list[Any]
 
 
 class HashingWriter:
@@ -384,6 +397,8 @@ class OutputDir:
         for rel in existing:
             if not rel.startswith(f"{PROGRESS}/") or rel == f"{PROGRESS}/params.json":
                 continue
+            if rel.startswith(f"{JOINED}/"):  # a one-file export's joined parts: its joiner's
+                continue
             if TEMP_NAME.search(rel):  # a record cut by the kill, removed just above
                 continue
             record = PartRecord(**json.loads(self.fs.cat_file(self.file(rel))))
@@ -514,6 +529,35 @@ def write_part(
     record_path = join(base, PROGRESS, f"{name}.json")
     write_bytes_atomic(fs, record_path, canonical_json(asdict(record)), durable=not staged)
     return record
+
+
+def render_part(relative: str, write: Any) -> RenderedPart:
+    """Worker-side, for a task of this process whose part is joined into one file from memory:
+    what :func:`write_part` would publish, kept as the pieces ``write`` wrote.
+
+    ``write`` must not change a buffer after writing it (the token writers write each one
+    once: a new array, or the bytes a compressor returned); a ``bytearray`` is copied anyway.
+    """
+    sink = _Pieces()
+    hashing = HashingWriter(sink)
+    rows, extra = write(hashing)
+    return RenderedPart(
+        PartRecord(relative, int(rows), hashing.bytes, hashing.sha256, extra), sink.pieces
+    )
+
+
+class _Pieces:
+    """A write-only file that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        self.pieces.append(bytes(data) if isinstance(data, bytearray) else data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def check_disjoint(

@@ -47,12 +47,13 @@ def run_tasks(
     shared: tuple = (),
     finished: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
-    on_result: Callable[[str, Any], None] | None = None,
+    on_result: Callable[[str, Any], Any] | None = None,
 ) -> list[Any]:
     """Run every task; return the results in task order (finished ones taken from ``finished``).
 
     ``on_result(key, result)`` is called on this thread as each result arrives (finished ones
-    as their task comes up), e.g. to join parts into one file while later ones still run."""
+    as their task comes up), e.g. to join parts into one file while later ones still run; what
+    it returns is kept as the task's result instead (so a part's bytes need not be)."""
     if not gc.isenabled():  # the command line turns it off for start-up (``pipeline.cli``)
         gc.freeze()  # what start-up made is never collected, nor walked again
         gc.enable()
@@ -75,7 +76,7 @@ def run_tasks(
                 if task.key in finished:
                     results[task.key] = finished[task.key]
                     if on_result:
-                        on_result(task.key, results[task.key])
+                        results[task.key] = on_result(task.key, results[task.key])
                     if progress:
                         progress.update()
                     continue
@@ -93,7 +94,7 @@ def run_tasks(
                 if hasattr(future, "release"):
                     future.release()
                 if on_result:
-                    on_result(key, results[key])
+                    results[key] = on_result(key, results[key])
                 if progress:
                     progress.update()
             executor.check_alive()

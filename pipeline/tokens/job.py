@@ -39,7 +39,15 @@ from pipeline.io.storage import (
     write_bytes_atomic,
 )
 from pipeline.runtime.executor import as_executor
-from pipeline.runtime.output import PROGRESS, OutputDir, PartRecord, check_disjoint, write_part
+from pipeline.runtime.output import (
+    PROGRESS,
+    OutputDir,
+    PartRecord,
+    RenderedPart,
+    check_disjoint,
+    render_part,
+    write_part,
+)
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.runner import Task, run_tasks
 from pipeline.tokens import card
@@ -50,7 +58,7 @@ from pipeline.tokens.selection import Chunk, Selection, make_selection
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
 if TYPE_CHECKING:
-    from pipeline.io.assemble import InOrderJoin
+    from pipeline.runtime.join import InOrderJoin
 
 STAGING_SUFFIX = ".dexport-parts"  # a single-file export stages its parts in OUT.dexport-parts/
 
@@ -258,6 +266,8 @@ class ChunkTask:
     pieces: tuple[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] | None = None
     sources: tuple[np.ndarray, np.ndarray] | None = None
     backend: Backend = CPU  # where detokenization runs (resolved from --backend)
+    # The part goes to a one-file export's joiner in this process, from memory (no part file).
+    in_memory: bool = False
 
 
 def _gather_blend(task: ChunkTask) -> np.ndarray:
@@ -301,8 +311,9 @@ def export_chunk(
     out_base: str,
     metadata: dict,
     detok: Any = None,
-) -> PartRecord:
-    """Gather, convert and write one chunk (runs on a worker).
+) -> PartRecord | RenderedPart:
+    """Gather, convert and write one chunk (runs on a worker), or render it in memory when
+    the driver joins it into a one-file export (``task.in_memory``).
 
     ``detok`` is the driver's verified Detokenizer, shipped once per worker (its pickle leaves
     the Hugging Face tokenizer out), so workers never load transformers or rebuild the table.
@@ -347,29 +358,37 @@ def export_chunk(
         rows = len(tr._batch_groups(task.batch_ids)) if spec.nested and n else n
         return rows, {"tokens": int(len(flat)), "records": n}
 
+    if task.in_memory:
+        return render_part(task.relative, write)
     staged = spec.single_file() is not None  # joined into one (durable) file at the end
     return write_part(out_fs, out_base, task.relative, write, staged=staged)
 
 
 # -- driver side ---------------------------------------------------------------------------
+def part_name(part: int, ext: str) -> str:
+    """The file name of part ``part`` (deterministic: ``part-00003.jsonl``)."""
+    return f"part-{part:05d}{ext}"
+
+
 class _Planner:
     """Turns chunks into worker tasks (window plans or document ranges)."""
 
     def __init__(
-        self, spec: TokenExport, dataset: IndexedDataset, order, ext: str, single: bool
+        self,
+        spec: TokenExport,
+        dataset: IndexedDataset,
+        order,
+        ext: str,
+        single: bool,
+        in_memory: bool = False,
     ) -> None:
-        self.spec, self.dataset, self.order, self.ext, self.single = (
-            spec,
-            dataset,
-            order,
-            ext,
-            single,
-        )
+        self.spec, self.dataset, self.order, self.ext = spec, dataset, order, ext
+        self.single, self.in_memory = single, in_memory
         self.options_json = json.dumps(spec.storage_options, sort_keys=True)
         self.backend = resolve_backend(spec.backend)
 
     def relative(self, part: int) -> str:
-        return f"part-{part:05d}{self.ext}"
+        return part_name(part, self.ext)
 
     def tasks(
         self, chunks: Iterable[Chunk], done: Mapping[str, PartRecord], args: tuple
@@ -425,6 +444,7 @@ class _Planner:
             pieces,
             sources,
             self.backend,
+            self.in_memory,
         )
 
 
@@ -504,14 +524,20 @@ def run_token_export(
         staging_for=out_url if single else None,
     )
     done = output.prepare(params, overwrite=spec.overwrite, resume=spec.resume)
-    planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single)
+    joiner = _in_order_join(prepared, output, out_url) if single else None
+    # Tasks of this process hand a one-file export's parts to the joiner in memory.
+    in_memory = joiner is not None and executor.shares_memory
+    planner = _Planner(spec, prepared.dataset, prepared.order, prepared.ext, single, in_memory)
     metadata = {
         "tool": "dexport",
         **{k: params[k] for k in ("prefix", "selection", "content", "tokenizer")},
         "run": params["run"],
     }
-    joiner = _in_order_join(prepared, planner, output, out_url) if single else None
     try:
+        if joiner is not None and spec.resume:
+            joined = joiner.resume()
+            output.fresh = output.fresh and not joined
+            done = {**done, **joined}
         tasks = planner.tasks(
             prepared.selection.chunks(spec.chunk_size),
             done,
@@ -523,9 +549,6 @@ def run_token_export(
             else ()
         )
         bar = Progress(prepared.n_parts, "dexport tokens", initial=0, enabled=progress)
-        on_result = None
-        if joiner is not None:
-            on_result = lambda key, record: joiner.add(key, output.file(record.path))  # noqa: E731
         records = run_tasks(
             executor,
             export_chunk,
@@ -533,7 +556,7 @@ def run_token_export(
             shared=shared,
             finished=done,
             progress=bar,
-            on_result=on_result,
+            on_result=joiner.add if joiner is not None else None,
         )
         totals = {
             "records": sum(r.extra["records"] for r in records),
@@ -550,7 +573,7 @@ def run_token_export(
             files = [join(out_url, r.path) for r in records]
     except BaseException as exc:
         if joiner is not None:
-            joiner.discard()
+            joiner.close()  # what it joined stays for --resume (or goes with the staging folder)
         output.abandon(exc)
         raise
     seconds = time.perf_counter() - t0
@@ -610,16 +633,14 @@ def _check_single_target(spec: TokenExport, out_url: str) -> None:
         )
 
 
-def _in_order_join(
-    prepared: PreparedExport, planner: _Planner, output: OutputDir, out_url: str
-) -> InOrderJoin | None:
+def _in_order_join(prepared: PreparedExport, output: OutputDir, out_url: str) -> InOrderJoin | None:
     """A join of the parts into the one local file as they finish (JSONL and CSV parts are
     concatenated), else None: joined at the end by the format."""
     if not is_local(output.fs) or not FORMATS[prepared.spec.format].concatenated:
         return None
-    from pipeline.io.assemble import InOrderJoin
+    from pipeline.runtime.join import InOrderJoin
 
-    names = [planner.relative(k) for k in range(prepared.n_parts)]
+    names = [part_name(k, prepared.ext) for k in range(prepared.n_parts)]
     _, target = resolve(out_url, prepared.spec.storage_options)
     return InOrderJoin(names, output.path, target)
 

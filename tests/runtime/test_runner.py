@@ -70,20 +70,21 @@ def test_finished_tasks_are_not_run_again(executor):
 
 
 def test_each_result_is_handed_over_as_it_arrives(executor):
-    """``on_result`` sees every key once (finished ones too), on the calling thread."""
+    """``on_result`` sees every key once (finished ones too), on the calling thread, and what
+    it returns is the task's result."""
     import threading
 
     seen: list[tuple[str, int, str]] = []
+
+    def keep(key: str, value: int) -> str:
+        seen.append((key, value, threading.current_thread().name))
+        return f"{key}={value}"
+
     tasks = [Task(f"t{i}", (i, 0.03 * (4 - i))) for i in range(5)]
-    got = run_tasks(
-        executor,
-        square_after,
-        tasks,
-        finished={"t2": -2},
-        on_result=lambda key, value: seen.append((key, value, threading.current_thread().name)),
-    )
-    assert got == [0, 1, -2, 9, 16]
-    assert sorted((k, v) for k, v, _ in seen) == [(f"t{i}", v) for i, v in enumerate(got)]
+    got = run_tasks(executor, square_after, tasks, finished={"t2": -2}, on_result=keep)
+    assert got == ["t0=0", "t1=1", "t2=-2", "t3=9", "t4=16"]
+    squares = [0, 1, -2, 9, 16]
+    assert sorted((k, v) for k, v, _ in seen) == [(f"t{i}", v) for i, v in enumerate(squares)]
     assert {name for _, _, name in seen} == {threading.current_thread().name}
 
 

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 from pipeline.cli import main
 from pipeline.formats.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from pipeline.runtime.executor import LocalExecutor
 from pipeline.tokens.job import TokenExport, run_token_export
 from pipeline.tokens.source import TrainingRun, open_sample_order
 
@@ -529,41 +530,94 @@ def test_inspect_shows_facts_and_a_batch_as_text(dataset, capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+class PartFilesExecutor(LocalExecutor):
+    """Threads of this process whose tasks hand over part files, as Dask workers do."""
+
+    shares_memory = False
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["in-memory", "staged-files"])
 def test_single_file_joined_while_parts_finish_fails_cleanly_and_resumes(
-    dataset, tmp_path, monkeypatch
+    dataset, tmp_path, monkeypatch, staged
 ):
-    """A one-file export joins parts as they finish: a run that fails midway leaves neither the
-    file nor a partial join, and ``--resume`` finishes it with the bytes of a clean run."""
+    """A one-file export joins parts as they finish (from memory on threads of this process,
+    from staged part files otherwise): a run that fails midway leaves no file at the target,
+    and ``--resume`` (on threads) re-uses what it joined and finishes with the bytes of a
+    clean run."""
     from pipeline.runtime.executor import LocalExecutor
+    from pipeline.runtime.output import JOINED
     from pipeline.tokens import job
 
     prefix, _ = dataset
     common = dict(prefix=prefix, selection_kind="all", run=_run(prefix), chunk_size=8)
     clean = tmp_path / "clean.jsonl"
-    executor = LocalExecutor(2)
-    run_token_export(TokenExport(out=str(clean), **common), executor, progress=False)
+    run_token_export(TokenExport(out=str(clean), **common), LocalExecutor(2), progress=False)
 
     real = job.export_chunk
+    ran: list[int] = []
+    fail = [True]
 
     def failing(task, *args):
-        if task.part == 5:
+        ran.append(task.part)
+        if task.part == 5 and fail[0]:
             raise RuntimeError("disk on fire")
         return real(task, *args)
 
     out = tmp_path / "cut.jsonl"
     monkeypatch.setattr(job, "export_chunk", failing)
+    executor = PartFilesExecutor(2) if staged else LocalExecutor(2)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_token_export(TokenExport(out=str(out), **common), executor, progress=False)
+    executor.close()
     staging = tmp_path / "cut.jsonl.dexport-parts"
     assert not out.exists()
     assert not [p for p in staging.rglob("*") if p.name.endswith(".tmp")]
-    assert (staging / "part-00000.jsonl").exists()  # finished parts kept for --resume
+    joined = (staging / JOINED / "cut.jsonl").read_bytes()
+    assert joined and clean.read_bytes().startswith(joined)  # kept for --resume
+    in_file = [json.loads(line)["path"] for line in (staging / JOINED / "parts.jsonl").open()]
+    assert in_file and not [p for p in in_file if (staging / p).exists()]  # held once
 
-    monkeypatch.setattr(job, "export_chunk", real)
+    ran.clear()
+    fail[0] = False
+    executor = LocalExecutor(2)
     run_token_export(TokenExport(out=str(out), resume=True, **common), executor, progress=False)
     executor.close()
     assert out.read_bytes() == clean.read_bytes()
     assert not staging.exists()
+    assert not {int(p[5:10]) for p in in_file} & set(ran)  # joined parts not exported again
+
+
+@pytest.mark.parametrize("fmt,content", [("jsonl", "text"), ("csv", "text"), ("jsonl", "tokens")])
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+def test_single_file_from_memory_equals_joined_part_files(
+    dataset, tmp_path, fmt, content, compression
+):
+    """Parts handed over in memory (threads of this process) give the bytes of part files
+    joined by copy (worker processes)."""
+    from pipeline.runtime.executor import LocalExecutor
+
+    prefix, tok = dataset
+    ext = f".{fmt}" + {None: "", "gzip": ".gz", "zstd": ".zst"}[compression]
+    outs = []
+    for processes in (False, True):
+        out = tmp_path / f"{processes}{ext}"
+        spec = TokenExport(
+            prefix=prefix,
+            out=str(out),
+            selection_kind="sequence_range",
+            selection_value=(0, 90),
+            run=_run(prefix),
+            content=content,
+            tokenizer=tok if content == "text" else None,
+            doc_details=True,
+            compression=compression,
+            chunk_size=16,
+        )
+        executor = LocalExecutor(2, processes=processes)
+        run_token_export(spec, executor, progress=False)
+        executor.close()
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and len(outs[0]) > 1000
 
 
 def test_single_file_killed_while_tidying_up_names_resume(dataset, tmp_path, monkeypatch, capsys):
