@@ -29,6 +29,9 @@ from pipeline.io.assemble import copy_local
 from pipeline.runtime.output import HASH_BUFFER, JOINED, PartRecord, RenderedPart
 
 JOURNAL = "parts.jsonl"
+# Parts held in memory while an earlier one still runs; beyond this many, a part waits in a
+# staged file instead, so memory stays bounded however uneven the parts are.
+MAX_WAITING_IN_MEMORY = 8
 
 
 class InOrderJoin:
@@ -101,6 +104,10 @@ class InOrderJoin:
         record = part.record if isinstance(part, RenderedPart) else part
         if name in self._joined:  # joined by the interrupted run this one resumes
             return self._joined[name]
+        if isinstance(part, RenderedPart) and name != self._names[len(self._joined)]:
+            held = sum(isinstance(p, RenderedPart) for p in self._waiting.values())
+            if held >= MAX_WAITING_IN_MEMORY:
+                part = self._spill(part)
         self._waiting[name] = part
         while (k := len(self._joined)) < len(self._names) and self._names[k] in self._waiting:
             self._append(self._names[k], self._waiting.pop(self._names[k]))
@@ -132,6 +139,13 @@ class InOrderJoin:
         if not isinstance(part, RenderedPart):  # now held by the joined file
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self._staging, record.path))
+
+    def _spill(self, part: RenderedPart) -> PartRecord:
+        """Write a waiting part to its staged file (appended from there when its turn comes)."""
+        with open(os.path.join(self._staging, part.record.path), "wb", buffering=0) as out:
+            for piece in part.pieces:
+                _write_all(out, piece)
+        return part.record
 
     def publish(self) -> None:
         """Every part is in: make the file durable and rename it to the target."""

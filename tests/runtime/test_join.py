@@ -63,6 +63,24 @@ def test_parts_finishing_in_any_order_join_in_part_order(tmp_path: Path, order) 
     assert not (staging / JOINED / "out.jsonl").exists()
 
 
+def test_parts_waiting_beyond_the_memory_bound_wait_in_files(tmp_path: Path, monkeypatch) -> None:
+    """Part 0 finishing last: the parts after it are held in memory up to a bound, then staged
+    in files; the file is the same and no staged file is left."""
+    from pipeline.runtime import join as join_module
+
+    monkeypatch.setattr(join_module, "MAX_WAITING_IN_MEMORY", 1)
+    join, staging, target = joiner(tmp_path)
+    for k in (1, 2, 3):
+        join.add(f"part-{k:05d}.jsonl", rendered(k))
+    assert sorted(p.name for p in staging.glob("part-*")) == [
+        "part-00002.jsonl",
+        "part-00003.jsonl",
+    ]
+    join.add("part-00000.jsonl", rendered(0))
+    join.publish()
+    assert target.read_bytes() == WHOLE and not list(staging.glob("part-*"))
+
+
 def test_publish_refuses_a_file_with_a_part_missing(tmp_path: Path) -> None:
     join, _, target = joiner(tmp_path)
     for k in (0, 2, 3):
