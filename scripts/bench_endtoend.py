@@ -537,12 +537,9 @@ def run_token_bench(args: argparse.Namespace, work: Path, env: dict[str, str]) -
         ]
         if name == "big":
             sides.append(Side("c2", "(c) `dexport tokens --workers 2`", dexport=True))
-            # The same command on a quarter of the windows: the difference of the two whole-
-            # process times is the steady state (start-up and one-time costs cancel out).
-            sides.append(Side("ch", f"(c) at {windows // 4:,} windows", dexport=True))
         _log(f"{name} job: {windows:,} windows")
         tables, numba = caches / name, caches / "numba"
-        outs_of = {s.key: outs / f"{name}-{s.key}.jsonl" for s in sides}
+        outs_of = {s.key: outs / f"{name}-{s.key}.jsonl" for s in [*sides, Side("ch", "")]}
         colds: list[tuple[str, tuple[Path, ...]]] = [("byte tables", (tables,))]
         if name == "tiny":  # the first run after installing: nothing cached
             colds.insert(0, ("byte tables and numba kernels", (tables, numba)))
@@ -554,20 +551,19 @@ def run_token_bench(args: argparse.Namespace, work: Path, env: dict[str, str]) -
         for _ in range(args.repeats):
             for side in sides:
                 run_env = cache_env(env, tables, numba) if side.dexport else env
-                key, stop = ("c", windows // 4) if side.key == "ch" else (side.key, windows)
-                side.runs.append(once(key, stop, outs_of[side.key], run_env, side.label))
+                side.runs.append(once(side.key, windows, outs_of[side.key], run_env, side.label))
         if name == "big":
-            # A difference of two times is noisier than either: more pairs of runs (each pair
-            # back to back, so both see the machine alike), kept apart from (c)'s row so that
-            # every side of the comparison has as many runs.
-            by = {s.key: s for s in sides}
+            # The same command on a quarter of the windows: the difference of the two whole-
+            # process times is the steady state (start-up and one-time costs cancel out). A
+            # difference is noisier than either time: several pairs, each pair back to back so
+            # that both runs see the machine alike, kept apart from (c)'s row.
+            quarter = Side("ch", f"(c) at {windows // 4:,} windows", dexport=True)
             full = Side("cs", f"(c) at {windows:,} windows again", dexport=True)
-            full.runs = list(by["c"].runs)
-            for _ in range(max(0, STEADY_REPEATS - args.repeats)):
-                for side, stop in ((full, windows), (by["ch"], windows // 4)):
+            for _ in range(STEADY_REPEATS):
+                for side, stop in ((full, windows), (quarter, windows // 4)):
                     run_env = cache_env(env, tables, numba)
                     side.runs.append(once("c", stop, outs_of["ch"], run_env, side.label))
-            sides.append(full)
+            sides += [quarter, full]
         job = TokenJob(name, windows, sides)
         _log(f"checking the {name} job's records …")
         compared = {s.key: outs_of[s.key] for s in sides if s.key not in ("ch", "cs")}
@@ -1012,9 +1008,8 @@ def report(
             "- Steady state: tokens ÷ loop seconds as the baseline scripts measure them inside; "
             "dexport's own `tokens/s` summary line (its whole export call, one-time costs "
             "included). (c) also runs on a quarter of the windows: the difference of the two "
-            f"whole-process times (median over {max(STEADY_REPEATS, n)} pairs of runs; the "
-            f"first {n} runs at N are (c)'s own) gives its steady state "
-            "from outside (below the table).",
+            f"whole-process times (median over {STEADY_REPEATS} pairs of runs, each pair back "
+            "to back) gives its steady state from outside (below the table).",
             "",
             token_table(tokens),
             "",
