@@ -10,8 +10,9 @@ the file is cut after the last good one. The file is renamed to the target only 
 
 Layout, inside the run's staging folder (an :class:`~pipeline.runtime.output.OutputDir`)::
 
-    STAGING/.dexport-progress/joined/{target name}   the file so far
-    STAGING/.dexport-progress/joined/parts.jsonl     one record per part in it, in order
+    STAGING/.dexport-progress/joined/{target name}               the file so far
+    STAGING/.dexport-progress/joined/{target name}.parts.jsonl   one record per part in it,
+                                                                 in order
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from dataclasses import asdict
 from pipeline.io.assemble import copy_local
 from pipeline.runtime.output import HASH_BUFFER, JOINED, PartRecord, RenderedPart
 
-JOURNAL = "parts.jsonl"
+# The journal is named after the file, so no target name (``parts.jsonl`` included) is the
+# journal's own.
+JOURNAL_SUFFIX = ".parts.jsonl"
 # Parts held in memory while an earlier one still runs; beyond this many, a part waits in a
 # staged file instead, so memory stays bounded however uneven the parts are.
 MAX_WAITING_IN_MEMORY = 8
@@ -47,7 +50,7 @@ class InOrderJoin:
         self._target = target
         folder = os.path.join(staging, JOINED)
         self._data_path = os.path.join(folder, os.path.basename(target))
-        self._journal_path = os.path.join(folder, JOURNAL)
+        self._journal_path = self._data_path + JOURNAL_SUFFIX
         self._joined: dict[str, PartRecord] = {}
         self._waiting: dict[str, PartRecord | RenderedPart] = {}
         self._size = 0

@@ -39,8 +39,8 @@ def staged(staging: Path, k: int) -> PartRecord:
     return record(k)
 
 
-def joiner(tmp_path: Path) -> tuple[InOrderJoin, Path, Path]:
-    staging, target = tmp_path / "out.jsonl.dexport-parts", tmp_path / "out.jsonl"
+def joiner(tmp_path: Path, name: str = "out.jsonl") -> tuple[InOrderJoin, Path, Path]:
+    staging, target = tmp_path / f"{name}.dexport-parts", tmp_path / name
     staging.mkdir(exist_ok=True)
     names = [f"part-{k:05d}.jsonl" for k in range(N)]
     return InOrderJoin(names, str(staging), str(target)), staging, target
@@ -132,7 +132,7 @@ def test_resume_after_a_kill_mid_append_drops_the_unrecorded_tail(tmp_path: Path
     folder = interrupted(tmp_path, 2)
     with open(folder / "out.jsonl", "ab") as data:  # killed while appending part 2 ...
         data.write(body(2)[:100])
-    with open(folder / "parts.jsonl", "ab") as journal:  # ... or while recording it
+    with open(folder / "out.jsonl.parts.jsonl", "ab") as journal:  # ... or while recording it
         journal.write(b'{"path": "part-00002.js')
     resumed = {r.path: r for r in (record(0), record(1))}
     assert finish(tmp_path, resumed) == WHOLE
@@ -157,3 +157,17 @@ def test_a_target_that_changed_since_the_rename_is_exported_again(tmp_path: Path
     join.publish()
     target.write_bytes(WHOLE[:-1] + b"!")
     assert finish(tmp_path, {}) == WHOLE
+
+
+def test_a_target_named_like_a_journal_is_joined_and_resumed(tmp_path: Path) -> None:
+    # the file and its journal never share a name, whatever the target is called
+    join, _, target = joiner(tmp_path, "parts.jsonl")
+    for k in (0, 1, 3):
+        join.add(f"part-{k:05d}.jsonl", rendered(k))
+    join.close()
+    again, _, _ = joiner(tmp_path, "parts.jsonl")
+    assert again.resume() == {r.path: r for r in (record(0), record(1))}
+    again.add("part-00002.jsonl", rendered(2))
+    again.add("part-00003.jsonl", rendered(3))
+    again.publish()
+    assert target.read_bytes() == WHOLE

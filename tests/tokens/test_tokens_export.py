@@ -574,7 +574,8 @@ def test_single_file_joined_while_parts_finish_fails_cleanly_and_resumes(
     assert not [p for p in staging.rglob("*") if p.name.endswith(".tmp")]
     joined = (staging / JOINED / "cut.jsonl").read_bytes()
     assert joined and clean.read_bytes().startswith(joined)  # kept for --resume
-    in_file = [json.loads(line)["path"] for line in (staging / JOINED / "parts.jsonl").open()]
+    journal = staging / JOINED / "cut.jsonl.parts.jsonl"
+    in_file = [json.loads(line)["path"] for line in journal.open()]
     assert in_file and not [p for p in in_file if (staging / p).exists()]  # held once
 
     ran.clear()
