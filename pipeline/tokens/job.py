@@ -620,10 +620,13 @@ def _check_single_target(spec: TokenExport, out_url: str) -> None:
         )
     staging = OutputDir(f"{out_url}{STAGING_SUFFIX}", spec.storage_options)
     if flag is None:
-        if f"{PROGRESS}/params.json" in staging.listing():  # killed between rename and tidy-up
+        # An interrupted run: killed after the rename, or midway while an earlier export
+        # (kept until the rename) is still at the target; --resume finishes either.
+        if f"{PROGRESS}/params.json" in staging.listing():
             raise UserError(
-                f"output {out_url} is written but its run was interrupted while tidying up; "
-                "pass --resume to finish it, or --overwrite to export it again"
+                f"output {out_url} exists and an interrupted export to it left "
+                f"{out_url}{STAGING_SUFFIX}; pass --resume to finish that export, "
+                "or --overwrite to start again"
             )
         raise UserError(f"output {out_url} already exists; pass --overwrite to replace it")
     if spec.resume and f"{PROGRESS}/params.json" not in staging.listing():

@@ -657,6 +657,55 @@ def test_single_file_killed_while_tidying_up_names_resume(dataset, tmp_path, mon
     assert out.read_bytes() == written and not (tmp_path / "x.jsonl.dexport-parts").exists()
 
 
+def test_single_file_overwrite_interrupted_midway_names_the_staging_folder(
+    dataset, tmp_path, capsys
+):
+    """An --overwrite run interrupted midway leaves the earlier export at the target until
+    its rename: a plain re-run says an interrupted export left its staging folder (not that
+    the file there is written) and --resume finishes the new export."""
+    from pipeline.cli import main
+    from pipeline.runtime.executor import LocalExecutor
+    from pipeline.tokens import job
+
+    prefix, _ = dataset
+    out = tmp_path / "x.jsonl"
+    base = ["tokens", prefix, "--chunk-size", "8", "--out", str(out)]
+    assert main([*base, "--documents", "0:16"]) == 0
+    earlier = out.read_bytes()
+    real = job.export_chunk
+
+    def interrupted(task, *args):
+        if task.part == 3:
+            raise KeyboardInterrupt
+        return real(task, *args)
+
+    spec = TokenExport(
+        out=str(out),
+        prefix=prefix,
+        selection_kind="documents",
+        selection_value=(0, 80),
+        chunk_size=8,
+        overwrite=True,
+    )
+    job.export_chunk = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_token_export(spec, LocalExecutor(2), progress=False)
+    finally:
+        job.export_chunk = real
+    assert out.read_bytes() == earlier  # kept until the new file is complete
+    capsys.readouterr()
+    argv = [*base, "--documents", "0:80"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.jsonl.dexport-parts" in err[0] and "--resume" in err[0], err
+    assert main([*argv, "--resume"]) == 0
+    clean = tmp_path / "clean.jsonl"
+    assert main([*base[:-1], str(clean), "--documents", "0:80"]) == 0
+    assert out.read_bytes() == clean.read_bytes()
+    assert not (tmp_path / "x.jsonl.dexport-parts").exists()
+
+
 def test_resume_after_the_tokenizer_files_changed_is_refused(dataset, tmp_path, monkeypatch):
     """The tokenizer is recorded by its files' sha256, not only its path: changed in place
     between an interrupted run and --resume, it would mix two tokenizers' text in one file."""
