@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import gpu  # noqa: F401 - first: picks numba's cache folder before any kernel module imports numba
+
 if TYPE_CHECKING:
     from pipeline.corpus.api import export_corpus
     from pipeline.encode.api import encode_corpus

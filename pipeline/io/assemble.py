@@ -44,23 +44,26 @@ def concatenate(fs: fsspec.AbstractFileSystem, sources: list[str], target: str) 
 
 
 def copy_local(src: IO[bytes], out: IO[bytes]) -> None:
-    """Append local file ``src`` to ``out`` with in-kernel copies (``copy_file_range``).
+    """Append local file ``src`` (from its position) to ``out`` with in-kernel copies
+    (Linux ``copy_file_range``; elsewhere, or where it fails, a buffered copy).
 
     Copying through Python buffers costs an order of magnitude more on large files.
     """
     out.flush()
-    n = os.fstat(src.fileno()).st_size - src.tell()
+    start = src.tell()
+    n = os.fstat(src.fileno()).st_size - start
     done = 0
-    try:
-        while done < n:
-            copied = os.copy_file_range(src.fileno(), out.fileno(), n - done)
-            if copied == 0:
-                break
-            done += copied
-    except OSError:
-        pass  # e.g. across filesystems on old kernels: finish with a buffered copy
+    if hasattr(os, "copy_file_range"):
+        try:
+            while done < n:
+                copied = os.copy_file_range(src.fileno(), out.fileno(), n - done)
+                if copied == 0:
+                    break
+                done += copied
+        except OSError:
+            pass  # e.g. across filesystems on old kernels: finish with a buffered copy
     if done < n:
-        src.seek(done)
+        src.seek(start + done)
         out.seek(0, os.SEEK_END)
         shutil.copyfileobj(src, out, COPY_BUFFER)
         out.flush()
