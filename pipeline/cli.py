@@ -10,11 +10,13 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pipeline.errors import exit_code_of
+from pipeline.errors import Terminated, exit_code_of
 
 # Each module defines ``add_parser(subparsers)`` which registers the sub-command and sets
 # ``func`` (a callable taking the parsed args and returning an exit status).
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     # Kernels and tasks are this process's parallelism: an OpenBLAS thread pool would only
     # spin beside them (numpy reads this when it is first imported, i.e. below).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    previous_sigterm = _stop_on_sigterm()
     try:
         from pipeline.runtime import log
 
@@ -202,6 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if collecting:
             gc.enable()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the run as Ctrl-C does (tasks cancelled, the lock released, one line,
+    exit 143) instead of ending the process on the spot; returns the handler it replaced (None
+    off the main thread, where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> NoReturn:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _reporting_options(argv: list[str]) -> argparse.Namespace:
@@ -322,10 +340,11 @@ def _call(args: argparse.Namespace, label: str = "", after: str = "") -> tuple[i
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0, None
-    except KeyboardInterrupt:
-        message = "interrupted; re-run with --resume to finish"
+    except KeyboardInterrupt as exc:
+        stopped = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        message = f"{stopped}; re-run with --resume to finish"
         log.emit("error", f"dexport: {label}{message}{after}")
-        return 130, message
+        return (143 if isinstance(exc, Terminated) else 130), message
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

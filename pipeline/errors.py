@@ -37,6 +37,11 @@ class TemporaryFailure(RuntimeError):
     exit_code = 3
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM on the command line (a scheduler or ``kill`` stopping the run): stopped as Ctrl-C
+    is, finished parts kept for ``--resume``; exit status 143 (128 + 15)."""
+
+
 class DataCheckFailed(RuntimeError):
     """The run finished but the data failed its checks (exit status 1)."""
 

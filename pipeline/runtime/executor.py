@@ -100,6 +100,7 @@ class LocalExecutor:
 def _start_forked_worker() -> None:
     """Set up a worker process forked by :class:`LocalExecutor`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for the run
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's (which stops a run)
     if sys.platform.startswith("linux"):
         # Die with the parent (kill -9 included) rather than linger as an orphan.
         with contextlib.suppress(OSError, AttributeError):

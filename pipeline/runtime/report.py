@@ -23,7 +23,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUS_BY_CODE = {0: "done", 1: "failed", 2: "refused", 3: "retry", 130: "interrupted"}
+STATUS_BY_CODE = {
+    0: "done",
+    1: "failed",
+    2: "refused",
+    3: "retry",
+    130: "interrupted",
+    143: "interrupted",
+}
 
 
 @dataclass

@@ -516,6 +516,32 @@ def test_ctrl_c_to_the_process_group_ends_with_one_line_and_resumes(
     assert_same_tree(got, want, "tokens output resumed after Ctrl-C")
 
 
+def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(
+    data: Data, reference: Callable, tmp_path: Path
+) -> None:
+    """A scheduler stopping the run (SIGTERM to dexport only): one line, exit 143, the lock
+    released and its workers stopped, resumable."""
+    want = reference("tokens")
+    cwd = tmp_path / "run"
+    out = cwd / "out"
+    args = [*command(data, "tokens", "out"), "--workers", "2"]
+    run = start(args, cwd)
+    progress = out / progress_rel("tokens")
+    wait_until("3 finished parts", lambda: count_local_records(progress) >= 3, RUN_WAIT_S, run)
+    os.kill(run.pid, signal.SIGTERM)
+    rc = run.wait(EXIT_WAIT_S)
+    assert rc == 143, f"expected exit 143 after SIGTERM, got {rc}:\n{run.describe()}"
+    lines = run.err_lines()
+    assert lines[-1].startswith("dexport: terminated") and "--resume" in lines[-1], run.describe()
+    assert "Traceback" not in run.err(), run.describe()
+    assert not (out / lock_rel("tokens")).exists(), "the terminated run kept its lock"
+    resumed = start([*args, "--resume"], cwd)
+    assert resumed.wait(RUN_WAIT_S) == 0, resumed.describe()
+    got = local_tree(out)
+    assert not leftovers(got), f"left behind: {leftovers(got)}"
+    assert_same_tree(got, want, "tokens output resumed after SIGTERM")
+
+
 # -- 2. dexport killed mid-write, output on S3 -----------------------------------------------
 
 
