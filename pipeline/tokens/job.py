@@ -92,8 +92,9 @@ class TokenExport:
     batch_id_last: bool = False
 
     def single_file(self) -> str | None:
-        """The format when ``out`` is one file (``x.jsonl``, ``x.csv.gz`` …), else None."""
-        if self.single is False:
+        """The format when ``out`` is one file (``x.jsonl``, ``x.csv.gz`` …), else None (a
+        folder of parts; a name ending in ``/`` is one, whatever its extension)."""
+        if self.single is False or (self.single is None and self.out.endswith("/")):
             return None
         fmt = format_of_file(self.out)
         if self.single:

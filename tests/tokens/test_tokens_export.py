@@ -420,6 +420,14 @@ def test_cli_bad_arguments_exit_2_with_one_line_and_no_output(
     assert not out.exists()
 
 
+def test_cli_out_ending_in_a_slash_is_a_folder_whatever_its_extension(dataset, tmp_path):
+    prefix, _ = dataset
+    out = tmp_path / "x.jsonl"
+    assert main(["tokens", prefix, "--documents", "0:30", "--out", f"{out}/", "-q"]) == 0
+    assert out.is_dir() and (out / "_manifest.json").exists()
+    assert (out / "part-00000.jsonl").read_bytes().count(b"\n") == 30
+
+
 def test_cli_refuses_existing_output_and_corrupt_data(dataset, tmp_path, capsys):
     prefix, _ = dataset
     out = tmp_path / "exists"
