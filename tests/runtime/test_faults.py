@@ -491,10 +491,20 @@ def test_all_workers_killed_exits_3_and_resume_completes(
     assert_same_tree(got, want, f"{job} output resumed after its workers were killed")
 
 
-def test_ctrl_c_to_the_process_group_ends_with_one_line_and_resumes(
-    data: Data, reference: Callable, tmp_path: Path
+STOPS = {
+    # Ctrl-C in a terminal signals dexport and its workers (the process group).
+    "ctrl-c": (lambda pid: os.killpg(pid, signal.SIGINT), 130, "dexport: interrupted"),
+    # A scheduler stopping the run signals dexport only.
+    "sigterm": (lambda pid: os.kill(pid, signal.SIGTERM), 143, "dexport: terminated"),
+}
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
+def test_a_stopped_run_ends_with_one_line_and_resumes(
+    stop: str, data: Data, reference: Callable, tmp_path: Path
 ) -> None:
-    """Ctrl-C in a terminal signals dexport and its workers: one line, exit 130, resumable."""
+    """Ctrl-C or SIGTERM: one line, exit 130 / 143, the lock released, resumable."""
+    send, code, line = STOPS[stop]
     want = reference("tokens")
     cwd = tmp_path / "run"
     out = cwd / "out"
@@ -502,44 +512,18 @@ def test_ctrl_c_to_the_process_group_ends_with_one_line_and_resumes(
     run = start(args, cwd)
     progress = out / progress_rel("tokens")
     wait_until("3 finished parts", lambda: count_local_records(progress) >= 3, RUN_WAIT_S, run)
-    os.killpg(run.pid, signal.SIGINT)
+    send(run.pid)
     rc = run.wait(EXIT_WAIT_S)
-    assert rc == 130, f"expected exit 130 after Ctrl-C, got {rc}:\n{run.describe()}"
+    assert rc == code, f"expected exit {code} after {stop}, got {rc}:\n{run.describe()}"
     lines = run.err_lines()
-    assert lines[-1].startswith("dexport: interrupted") and "--resume" in lines[-1], run.describe()
+    assert lines[-1].startswith(line) and "--resume" in lines[-1], run.describe()
     assert "Traceback" not in run.err() and "KeyboardInterrupt" not in run.err(), run.describe()
-    assert not (out / lock_rel("tokens")).exists(), "the interrupted run kept its lock"
+    assert not (out / lock_rel("tokens")).exists(), "the stopped run kept its lock"
     resumed = start([*args, "--resume"], cwd)
     assert resumed.wait(RUN_WAIT_S) == 0, resumed.describe()
     got = local_tree(out)
     assert not leftovers(got), f"left behind: {leftovers(got)}"
-    assert_same_tree(got, want, "tokens output resumed after Ctrl-C")
-
-
-def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(
-    data: Data, reference: Callable, tmp_path: Path
-) -> None:
-    """A scheduler stopping the run (SIGTERM to dexport only): one line, exit 143, the lock
-    released and its workers stopped, resumable."""
-    want = reference("tokens")
-    cwd = tmp_path / "run"
-    out = cwd / "out"
-    args = [*command(data, "tokens", "out"), "--workers", "2"]
-    run = start(args, cwd)
-    progress = out / progress_rel("tokens")
-    wait_until("3 finished parts", lambda: count_local_records(progress) >= 3, RUN_WAIT_S, run)
-    os.kill(run.pid, signal.SIGTERM)
-    rc = run.wait(EXIT_WAIT_S)
-    assert rc == 143, f"expected exit 143 after SIGTERM, got {rc}:\n{run.describe()}"
-    lines = run.err_lines()
-    assert lines[-1].startswith("dexport: terminated") and "--resume" in lines[-1], run.describe()
-    assert "Traceback" not in run.err(), run.describe()
-    assert not (out / lock_rel("tokens")).exists(), "the terminated run kept its lock"
-    resumed = start([*args, "--resume"], cwd)
-    assert resumed.wait(RUN_WAIT_S) == 0, resumed.describe()
-    got = local_tree(out)
-    assert not leftovers(got), f"left behind: {leftovers(got)}"
-    assert_same_tree(got, want, "tokens output resumed after SIGTERM")
+    assert_same_tree(got, want, f"tokens output resumed after {stop}")
 
 
 # -- 2. dexport killed mid-write, output on S3 -----------------------------------------------

@@ -552,7 +552,6 @@ def test_single_file_joined_while_parts_finish_fails_cleanly_and_resumes(
     from staged part files otherwise): a run that fails midway leaves no file at the target,
     and ``--resume`` (on threads) re-uses what it joined and finishes with the bytes of a
     clean run."""
-    from pipeline.runtime.executor import LocalExecutor
     from pipeline.runtime.output import JOINED
     from pipeline.tokens import job
 
@@ -603,7 +602,6 @@ def test_single_file_from_memory_equals_joined_part_files(
 ):
     """Parts handed over in memory (threads of this process) give the bytes of part files
     joined by copy (worker processes)."""
-    from pipeline.runtime.executor import LocalExecutor
 
     prefix, tok = dataset
     ext = f".{fmt}" + {None: "", "gzip": ".gz", "zstd": ".zst"}[compression]
@@ -633,7 +631,6 @@ def test_single_file_killed_while_tidying_up_names_resume(dataset, tmp_path, mon
     """Killed after the file was renamed into place but before its staging folder was removed:
     a plain re-run names --resume (which only tidies up) and --overwrite."""
     from pipeline.cli import main
-    from pipeline.runtime.executor import LocalExecutor
     from pipeline.runtime.output import OutputDir
 
     prefix, _ = dataset
@@ -672,7 +669,6 @@ def test_single_file_overwrite_interrupted_midway_names_the_staging_folder(
     its rename: a plain re-run says an interrupted export left its staging folder (not that
     the file there is written) and --resume finishes the new export."""
     from pipeline.cli import main
-    from pipeline.runtime.executor import LocalExecutor
     from pipeline.tokens import job
 
     prefix, _ = dataset
@@ -720,7 +716,6 @@ def test_resume_after_the_tokenizer_files_changed_is_refused(dataset, tmp_path, 
     import shutil
 
     from pipeline.errors import UserError
-    from pipeline.runtime.executor import LocalExecutor
     from pipeline.tokens import job
 
     prefix, tokenizer = dataset
