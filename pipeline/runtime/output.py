@@ -289,6 +289,11 @@ class OutputDir:
 
     def _check_writable(self) -> None:
         try:
+            if self.fs.isfile(self.path) and self.staging_for is not None:
+                raise UserError(
+                    f"a file {self.url} is where the export to {self.staging_for} stages its "
+                    "parts; move it away or pick another --out"
+                )
             if self.fs.isfile(self.path):
                 raise UserError(
                     f"output {self.url} is a file; pass a directory "

@@ -428,6 +428,17 @@ def test_cli_out_ending_in_a_slash_is_a_folder_whatever_its_extension(dataset, t
     assert (out / "part-00000.jsonl").read_bytes().count(b"\n") == 30
 
 
+def test_cli_a_file_where_the_staging_folder_goes_is_one_line(dataset, tmp_path, capsys):
+    prefix, _ = dataset
+    out = tmp_path / "x.jsonl"
+    (tmp_path / "x.jsonl.dexport-parts").write_bytes(b"the user's file")
+    assert main(["tokens", prefix, "--documents", "0:30", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.jsonl.dexport-parts" in err[0] and "move it away" in err[0]
+    assert (tmp_path / "x.jsonl.dexport-parts").read_bytes() == b"the user's file"
+    assert not out.exists()
+
+
 def test_cli_refuses_existing_output_and_corrupt_data(dataset, tmp_path, capsys):
     prefix, _ = dataset
     out = tmp_path / "exists"
