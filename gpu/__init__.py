@@ -22,7 +22,7 @@ def numba_cache_fallback(environ: Mapping[str, str], package_dir: str) -> str | 
     if environ.get("NUMBA_CACHE_DIR"):
         return None
     home = environ.get("HOME") or os.path.expanduser("~")
-    user_cache = os.path.join(environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"))
+    user_cache = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     for folder in (os.path.join(package_dir, "__pycache__"), os.path.join(user_cache, "numba")):
         if _could_write(folder):
             return None
